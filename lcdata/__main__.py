@@ -1,0 +1,3 @@
+from lcdata.cli import main
+
+main()
