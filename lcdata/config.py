@@ -70,7 +70,8 @@ class AugmentConfig:
         scale_min, scale_max: multiplier, uniform, on the base scale that makes the
             centre person `target_fraction` of the crop height.
         target_fraction: centre person's bounding-box height / crop size at multiplier 1.
-        center_jitter: crop centre moves uniformly by up to this many crop pixels in x and y.
+        center_jitter: crop centre moves uniformly by up to this fraction of the crop size in
+            x and y (CMU: 40 px of 368).
         max_base_scale: cap on the base scale so that tiny persons are not blown up beyond
             this factor (they would be all blur).
     """
@@ -80,7 +81,7 @@ class AugmentConfig:
     scale_min: float = 0.5
     scale_max: float = 1.1
     target_fraction: float = 0.6
-    center_jitter: float = 40.0
+    center_jitter: float = 40.0 / 368.0
     max_base_scale: float = 4.0
 
     def __post_init__(self) -> None:

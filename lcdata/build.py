@@ -1,0 +1,300 @@
+"""Build the GT crop store: COCO images -> K augmented views each -> crops, masks, GT maps.
+
+Sample order is fixed by the annotation file: sample n = r * K + v is view v of the r-th
+image that has a labelled person. Each sample draws from its own generator
+`default_rng([seed, image_id, v])`, so the store is identical whatever the number of worker
+threads, the resume point or the `--shard i/n` split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from lcdata import store as st
+from lcdata.augment import View, sample_view, view_affine, warp_image, warp_mask, warp_parts
+from lcdata.coco import ImageRecord, file_sha256, ignore_mask, load_coco, read_image
+from lcdata.config import AugmentConfig, RenderConfig
+from lcdata.errors import LcposeError
+from lcdata.render import render_mask, render_targets
+from lcdata.skeleton import CMU_SKELETON, Skeleton
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What the GT build does beyond rendering and augmentation.
+
+    Attributes:
+        views_per_image: K augmented crops per image.
+        seed: root of every sample's random generator.
+        samples_per_shard: B, samples per zarr shard (unit of writing, resume and splitting).
+        min_keypoints: labelled keypoints a person needs to be a target (else it is masked).
+        keypoint_field: annotation field with the keypoints ("keypoints_all" renders the
+            synthetic benchmark's clean truth including points outside the image).
+        use_masks: False supervises everything (no ignore regions).
+    """
+
+    views_per_image: int = 1
+    seed: int = 0
+    samples_per_shard: int = st.DEFAULT_SAMPLES_PER_SHARD
+    min_keypoints: int = 1
+    keypoint_field: str = "keypoints"
+    use_masks: bool = True
+
+    def __post_init__(self) -> None:
+        if self.views_per_image < 1:
+            raise LcposeError(f"--views-per-image must be >= 1, got {self.views_per_image}")
+        if self.samples_per_shard < 1:
+            raise LcposeError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+
+
+def make_view(
+    record: ImageRecord,
+    view_index: int,
+    *,
+    seed: int,
+    render: RenderConfig,
+    augment: AugmentConfig,
+) -> View:
+    """The random view `view_index` of an image (replayable from seed and image id)."""
+    rng = np.random.default_rng([seed, record.image_id, view_index])
+    person = int(rng.integers(len(record.boxes)))
+    x, y, w, h = (float(v) for v in record.boxes[person])
+    if h <= 1:
+        # a box without height: fall back on the labelled keypoints' extent
+        pts = record.keypoints[person][record.keypoints[person, :, 2] > 0, :2]
+        h = float(np.ptp(pts[:, 1])) if len(pts) else 1.0
+    return sample_view(
+        rng,
+        augment,
+        person_center_xy=np.array([x + w / 2, y + h / 2]),
+        person_height=h,
+        input_size=render.input_size,
+    )
+
+
+def make_sample(
+    image: np.ndarray,
+    mask: np.ndarray,
+    record: ImageRecord,
+    view: View,
+    *,
+    render: RenderConfig,
+    skeleton: Skeleton,
+) -> dict[str, np.ndarray]:
+    """One stored sample: crop, grid mask, GT maps and its augmentation record.
+
+    Args:
+        image: (H, W, 3) uint8 RGB. mask: (H, W) uint8, 1 supervise.
+
+    Returns:
+        images (S, S, 3) uint8, masks (h, h) uint8, heatmaps (K+1, h, h) float16,
+        pafs (2L, h, h) float16, image_id, affine (2, 3) float32, flipped, view (4,) float32.
+    """
+    s = render.input_size
+    affine = view_affine(view, s)
+    parts = warp_parts(
+        skeleton.from_coco(record.keypoints), affine, flipped=view.flip, skeleton=skeleton
+    )
+    heatmaps, pafs = render_targets(parts, cfg=render, skeleton=skeleton)
+    return {
+        "images": warp_image(image, affine, s),
+        "masks": render_mask(warp_mask(mask, affine, s), cfg=render),
+        "heatmaps": st.quantize(heatmaps),
+        "pafs": st.quantize(pafs),
+        "image_id": np.int64(record.image_id),
+        "affine": affine.astype(np.float32),
+        "flipped": np.bool_(view.flip),
+        "view": np.array([view.angle_deg, view.scale, *view.center_xy], np.float32),
+    }
+
+
+def labelled_records(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Images with at least one labelled person, in file order."""
+    return [r for r in records if len(r.keypoints)]
+
+
+def source_attrs(ann_file: str | Path, image_dir: str | Path) -> dict[str, Any]:
+    return {
+        "annotations": str(Path(ann_file).resolve()),
+        "annotations_sha256": file_sha256(ann_file),
+        "image_dir": str(Path(image_dir).resolve()),
+    }
+
+
+def build_attrs(
+    *,
+    num_samples: int,
+    skeleton: Skeleton,
+    render: RenderConfig,
+    augment: AugmentConfig,
+    build: BuildConfig,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """The `lcpose` attributes of a GT store (everything that decides its content)."""
+    return {
+        "kind": "cache",
+        "num_samples": num_samples,
+        "samples_per_shard": build.samples_per_shard,
+        "skeleton": skeleton.to_attrs(),
+        "render": render.to_attrs(),
+        "augment": augment.to_attrs(),
+        "build": asdict(build),
+        "seed": build.seed,
+        "quant_step": st.QUANT_STEP,
+        "source": source,
+        "stages": ["gt"],
+    }
+
+
+# Attributes that must agree for --resume to continue a store instead of refusing it.
+_RESUME_KEYS = ("num_samples", "samples_per_shard", "skeleton", "render", "augment", "build")
+
+
+def prepare_store(out: str | Path, attrs: dict[str, Any], *, resume: bool) -> Any:
+    """Create the store, or reopen it for --resume after checking it was built the same way."""
+    out = Path(out)
+    exists = out.exists() and any(not p.name.startswith(".lcpose-lock") for p in out.iterdir())
+    if not exists:
+        return st.create_cache(out, attrs)
+    if not resume:
+        raise LcposeError(
+            f"{out}: output exists; pass --resume to continue an interrupted build or choose "
+            f"another path"
+        )
+    old = st.read_attrs(out)
+    for key in _RESUME_KEYS:
+        if old.get(key) != attrs.get(key):
+            raise LcposeError(
+                f"{out}: cannot resume: the existing store was built with a different '{key}'"
+            )
+    if old.get("source", {}).get("annotations_sha256") != attrs["source"]["annotations_sha256"]:
+        raise LcposeError(f"{out}: cannot resume: the annotation file changed since the build")
+    return st.open_store(out, mode="r+", require_complete=False)
+
+
+def iter_shards(
+    shards: list[int],
+    produce: Callable[[int], dict[str, np.ndarray]],
+    *,
+    workers: int,
+    ahead: int = 2,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Yield (shard, arrays) in order while up to `ahead` later shards are being produced."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        queue: list[tuple[int, Future]] = []
+        todo = iter(shards)
+        for shard in todo:
+            queue.append((shard, pool.submit(produce, shard)))
+            if len(queue) > ahead:
+                break
+        while queue:
+            shard, future = queue.pop(0)
+            result = future.result()
+            nxt = next(todo, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(produce, nxt)))
+            yield shard, result
+
+
+def build_gt_store(
+    ann_file: str | Path,
+    image_dir: str | Path,
+    out: str | Path,
+    *,
+    render: RenderConfig | None = None,
+    augment: AugmentConfig | None = None,
+    build: BuildConfig | None = None,
+    skeleton: Skeleton = CMU_SKELETON,
+    resume: bool = False,
+    part: tuple[int, int] | None = None,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write (or finish) the GT store of an annotation file. Returns the store attributes.
+
+    Args:
+        part: (i, n) to write only shards s with s % n == i (several processes fill one
+            store); the store is marked complete by whichever slice finishes last.
+        workers: threads rendering samples (OpenCV and numpy release the GIL).
+    """
+    render = render or RenderConfig()
+    augment = augment or AugmentConfig()
+    build = build or BuildConfig()
+    records = labelled_records(
+        load_coco(ann_file, min_keypoints=build.min_keypoints, keypoint_field=build.keypoint_field)
+    )
+    if not records:
+        raise LcposeError(f"{ann_file}: no image has a person with labelled keypoints")
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise LcposeError(f"{image_dir}: image folder not found")
+    k = build.views_per_image
+    attrs = build_attrs(
+        num_samples=len(records) * k,
+        skeleton=skeleton,
+        render=render,
+        augment=augment,
+        build=build,
+        source=source_attrs(ann_file, image_dir),
+    )
+    if part is not None and not resume and Path(out).exists():
+        resume = True  # slices share one store: the first creates it, the others join
+    with st.write_lock(out, part=part):
+        group = prepare_store(out, attrs, resume=resume)
+        n, per = attrs["num_samples"], attrs["samples_per_shard"]
+        todo = st.pending_shards(group, "gt", part=part or (0, 1))
+
+        def produce(shard: int) -> dict[str, np.ndarray]:
+            start, stop = st.shard_range(shard, n, per)
+            samples = []
+            for r in range(start // k, (stop - 1) // k + 1):
+                record = records[r]
+                image = read_image(image_dir, record)
+                if build.use_masks:
+                    mask = ignore_mask(record)
+                else:
+                    mask = np.ones(image.shape[:2], np.uint8)
+                for v in range(k):
+                    if start <= r * k + v < stop:
+                        view = make_view(record, v, seed=build.seed, render=render, augment=augment)
+                        samples.append(
+                            make_sample(image, mask, record, view, render=render, skeleton=skeleton)
+                        )
+            return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+        bar = tqdm(total=len(todo), desc="build gt", unit="shard", disable=not progress)
+        for shard, arrays in iter_shards(todo, produce, workers=workers):
+            write_sample_arrays(group, shard, per, arrays)
+            st.mark_shard_done(group, "gt", shard)
+            bar.update()
+        bar.close()
+        st.finalize(group, ("gt",))
+        return st.store_attrs(group)
+
+
+_DESTINATIONS = {
+    "images": "images",
+    "masks": "masks",
+    "heatmaps": "gt/heatmaps",
+    "pafs": "gt/pafs",
+    "image_id": "meta/image_id",
+    "affine": "meta/affine",
+    "flipped": "meta/flipped",
+    "view": "meta/view",
+}
+
+
+def write_sample_arrays(group: Any, shard: int, per: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write one whole shard of every per-sample array (whole shards: no read-modify-write)."""
+    start = shard * per
+    stop = start + len(arrays["masks"])
+    for key, dest in _DESTINATIONS.items():
+        if dest in group:
+            group[dest][start:stop] = arrays[key]

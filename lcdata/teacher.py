@@ -1,0 +1,229 @@
+"""Load and run an exported teacher (a `torch.export` program written by `trainer export`).
+
+The teacher file is a `.pt2` archive made by `torch.export.save` with one extra file,
+`lcpose.json` (`META_FILE`), describing it:
+
+    format          "lcpose-teacher"
+    format_version  1
+    skeleton        Skeleton.to_attrs() of the channel layout it predicts
+    stride          crop pixels per output cell
+    input_size      S, side of the square input crop in pixels
+    model_name      "cmu", "small", "tiny", ...
+    num_params      parameter count of the model
+    model_kwargs    options the model was built with
+    torch_version   torch that exported it
+    extra           free-form dict (e.g. the checkpoint and step it came from)
+
+The program takes uint8 RGB crops (N, S, S, 3), N dynamic, and returns the last stage's
+(heatmaps (N, K+1, h, h), pafs (N, 2L, h, h)) float32 with h = S // stride. All of the
+normalisation is inside the program, so this module needs no model code: `lcdata` never
+imports `trainer`.
+
+`torch.export.load` unpickles parts of the archive: load only teachers you made or trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lcdata.config import RenderConfig
+from lcdata.errors import LcposeError
+from lcdata.skeleton import Skeleton
+
+TEACHER_FORMAT = "lcpose-teacher"
+TEACHER_FORMAT_VERSION = 1
+META_FILE = "lcpose.json"
+_REQUIRED_META = ("skeleton", "stride", "input_size", "model_name")
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Teacher:
+    """A loaded teacher program with its metadata.
+
+    Attributes:
+        path: the .pt2 file.
+        meta: the parsed `lcpose.json` (see module doc).
+        skeleton: channel layout of the outputs.
+        stride: crop pixels per output cell.
+        input_size: S, the crop side the program expects.
+        grid_size: h = S // stride, side of the output maps in cells.
+        sha256: hex digest of the file, to record which teacher made a store.
+        device: torch device the program runs on.
+    """
+
+    def __init__(self, path: Path, program: Any, meta: dict[str, Any], *, device: str) -> None:
+        self.path = path
+        self.meta = meta
+        self.skeleton = Skeleton.from_attrs(meta["skeleton"])
+        self.stride = int(meta["stride"])
+        self.input_size = int(meta["input_size"])
+        self.grid_size = self.input_size // self.stride
+        self.sha256 = file_sha256(path)
+        self.device = torch.device(device)
+        self._module = program.module()
+
+    def __repr__(self) -> str:
+        return (
+            f"Teacher({self.path.name!r}, model={self.meta['model_name']!r}, "
+            f"stride={self.stride}, input_size={self.input_size})"
+        )
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Run the teacher on one batch of crops (callers choose the batch size).
+
+        Args:
+            images: (N, S, S, 3) uint8 RGB crops, S = `input_size`.
+
+        Returns:
+            heatmaps: (N, K+1, h, h) float32, last channel background.
+            pafs: (N, 2L, h, h) float32, channel 2l = x and 2l+1 = y of limb l.
+
+        Raises:
+            LcposeError: wrong input dtype/shape, or outputs of the wrong shape or with
+                NaN/inf (a broken teacher must not silently poison a store).
+        """
+        s = self.input_size
+        if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+            got = images.dtype if isinstance(images, np.ndarray) else type(images).__name__
+            raise LcposeError(f"teacher {self.path}: expects uint8 crops, got {got}")
+        if images.ndim != 4 or images.shape[1:] != (s, s, 3):
+            raise LcposeError(
+                f"teacher {self.path}: expects crops of shape (N, {s}, {s}, 3), got {images.shape}"
+            )
+        n, h = images.shape[0], self.grid_size
+        want_hm = (n, self.skeleton.num_heatmaps, h, h)
+        want_paf = (n, self.skeleton.num_pafs, h, h)
+        if n == 0:  # the exported batch dimension starts at 1
+            return np.zeros(want_hm, np.float32), np.zeros(want_paf, np.float32)
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
+        with torch.no_grad():
+            outputs = self._module(x)
+        if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
+            raise LcposeError(f"teacher {self.path}: program must return (heatmaps, pafs)")
+        heatmaps = outputs[0].detach().to("cpu", torch.float32).numpy()
+        pafs = outputs[1].detach().to("cpu", torch.float32).numpy()
+        for name, arr, want in (("heatmaps", heatmaps, want_hm), ("pafs", pafs, want_paf)):
+            if arr.shape != want:
+                raise LcposeError(
+                    f"teacher {self.path}: {name} have shape {arr.shape}, expected {want}"
+                )
+            if not np.isfinite(arr).all():
+                bad = int((~np.isfinite(arr)).sum())
+                raise LcposeError(
+                    f"teacher {self.path}: {name} contain {bad} NaN/inf values; "
+                    "the teacher is broken (diverged training?)"
+                )
+        return heatmaps, pafs
+
+
+def load_teacher(path: str | Path, *, device: str = "cpu") -> Teacher:
+    """Load an exported teacher and its metadata.
+
+    Args:
+        path: .pt2 file written by `trainer export`.
+        device: "cpu", or "cuda"/"cuda:i" to move the program's weights to a GPU
+            (`torch.export.passes.move_to_device_pass`); inputs are moved for you and
+            outputs come back as CPU numpy arrays.
+
+    Raises:
+        LcposeError: missing file, not an exported program, no or malformed lcpose metadata,
+            or an unavailable device.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LcposeError(f"{path}: teacher file not found")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise LcposeError(f"{path}: device {device!r} asked for but CUDA is not available")
+    extra = {META_FILE: ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:  # torch raises many types for a foreign or damaged file
+        raise LcposeError(
+            f"{path}: not an exported torch program ({_one_line(err)}); "
+            "make one with `trainer export`"
+        ) from None
+    meta = _parse_meta(path, extra[META_FILE])
+    if torch.device(device).type != "cpu":
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
+    return Teacher(path, program, meta, device=device)
+
+
+def _parse_meta(path: Path, text: str | bytes) -> dict[str, Any]:
+    if not text:
+        raise LcposeError(
+            f"{path}: exported program has no {META_FILE} metadata (not written by "
+            "`trainer export`)"
+        )
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LcposeError(f"{path}: {META_FILE} is not valid JSON ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != TEACHER_FORMAT:
+        raise LcposeError(f"{path}: {META_FILE} does not describe an lcpose teacher")
+    version = meta.get("format_version")
+    if version != TEACHER_FORMAT_VERSION:
+        raise LcposeError(
+            f"{path}: teacher format version {version!r}, this lcdata reads "
+            f"{TEACHER_FORMAT_VERSION}"
+        )
+    missing = [key for key in _REQUIRED_META if key not in meta]
+    if missing:
+        raise LcposeError(f"{path}: {META_FILE} lacks {', '.join(missing)}")
+    Skeleton.from_attrs(meta["skeleton"])  # validates; LcposeError on malformed attrs
+    return meta
+
+
+def check_compatible(
+    teacher: Teacher, *, skeleton: Skeleton, render_cfg: RenderConfig, source: str
+) -> None:
+    """Refuse a teacher whose outputs would not line up with a store's maps.
+
+    Args:
+        teacher: the loaded teacher.
+        skeleton: the store's skeleton (compared with `to_attrs()`).
+        render_cfg: the store's render config (stride and input size compared).
+        source: name of the store, for the message.
+
+    Raises:
+        LcposeError: one line listing every disagreement.
+    """
+    problems = []
+    if teacher.skeleton.to_attrs() != skeleton.to_attrs():
+        problems.append(f"skeleton differs ({_skeleton_diff(teacher.skeleton, skeleton, source)})")
+    if teacher.stride != render_cfg.stride:
+        problems.append(f"stride {teacher.stride} != {source} stride {render_cfg.stride}")
+    if teacher.input_size != render_cfg.input_size:
+        problems.append(
+            f"input size {teacher.input_size} != {source} input size {render_cfg.input_size}"
+        )
+    if problems:
+        raise LcposeError(f"teacher {teacher.path} does not fit {source}: " + "; ".join(problems))
+
+
+def _skeleton_diff(ours: Skeleton, theirs: Skeleton, source: str) -> str:
+    a, b = ours.to_attrs(), theirs.to_attrs()
+    counts = f"teacher {ours.num_parts} parts/{ours.num_limbs} limbs"
+    counts += f", {source} {theirs.num_parts} parts/{theirs.num_limbs} limbs"
+    fields = [key for key in a if a[key] != b.get(key)]
+    return f"{counts}; different {', '.join(fields)}"
