@@ -275,7 +275,8 @@ def build_gt_store(
             st.mark_shard_done(group, "gt", shard)
             bar.update()
         bar.close()
-        st.finalize(group, ("gt",))
+        # a one-pass sliced build may already have added a teacher stage: all must be done
+        st.finalize(group, tuple(st.store_attrs(group).get("stages", ["gt"])))
         return st.store_attrs(group)
 
 

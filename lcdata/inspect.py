@@ -102,6 +102,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     for key in ("source", "teacher", "correction"):
         if key in attrs:
             lines.append(f"{key:<9} {attrs[key]}")
+    if attrs.get("source_store"):
+        how = attrs.get("correction", {}).get("inputs", "referenced")
+        lines.append(f"inputs    images, masks, meta/* {how} from {attrs['source_store']}")
     lines.append("")
     lines.append(
         f"{'array':<18}{'shape':<24}{'dtype':<9}{'chunk/shard':<22}{'disk':>11}{'% f32':>8}"
@@ -126,6 +129,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         means, maxes = ch["mean"], ch["max"]
         lines.append("  " + " ".join(f"{m:.3f}/{x:.2f}" for m, x in zip(means, maxes, strict=True)))
     if "analytics" in attrs:
+        from lcdata.analytics import format_analytics
+
         lines.append("")
-        lines.append(f"correction analytics: {attrs['analytics']}")
+        lines.extend(format_analytics(attrs["analytics"]))
     return "\n".join(lines)

@@ -28,7 +28,8 @@ lcdata inspect "$OUT/cache.zarr" --no-stats | head -20
 step "3. teacher: tiny model trained on the (defective) GT labels"
 trainer fit --store "$OUT/cache.zarr" --out "$OUT/teacher" --model tiny --steps "$STEPS" \
   --batch-size 16 --seed "$SEED" --target gt --resume
-trainer export "$OUT/teacher/final.pt" --out "$OUT/teacher.pt2"
+# export once: a re-run must not present the cache with a different teacher file
+[ -f "$OUT/teacher.pt2" ] || trainer export "$OUT/teacher/final.pt" --out "$OUT/teacher.pt2"
 
 step "4. teacher pass: the teacher runs once over every stored crop"
 lcdata build-teacher-cache --out "$OUT/cache.zarr" --teacher "$OUT/teacher.pt2" --resume

@@ -20,6 +20,8 @@ _COMMANDS: dict[str, str] = {
     "synth-figure": "lcdata.cli.synth:synth_figure",
     "build-teacher-cache": "lcdata.cli.build:build_teacher_cache",
     "inspect": "lcdata.cli.inspect:inspect",
+    "correct": "lcdata.cli.correct:correct",
+    "show": "lcdata.cli.correct:show",
 }
 
 

@@ -1,0 +1,290 @@
+"""The teacher pass: aligned outputs, resume after a kill, slices, refusals, overwrite, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+import lcdata.teacher_pass as tp
+from lcdata import store as st
+from lcdata.build import BuildConfig, build_gt_store
+from lcdata.cli import cli
+from lcdata.config import RenderConfig
+from lcdata.errors import LcposeError
+from lcdata.skeleton import CMU_SKELETON, Skeleton
+from lcdata.teacher import load_teacher
+from lcdata.teacher_pass import run_teacher_pass
+from trainer.export import export_teacher
+from trainer.models import TinyPose
+
+RENDER = RenderConfig(input_size=64, stride=4, sigma=3.0)
+PER = 8  # samples per shard: COCO-MINI val gives 32 samples, 4 shards
+
+
+def make_teacher(
+    path: Path, seed: int, *, stride: int = 4, skeleton: Skeleton = CMU_SKELETON, nan=False
+) -> Path:
+    """Export a tiny teacher whose heads have random weights (zero heads would be trivial)."""
+    torch.manual_seed(seed)
+    model = TinyPose(skeleton, stride, num_stages=1, width=16).eval()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for stage in model.stages:
+            for name in ("heatmaps", "pafs"):
+                head = stage[name]
+                head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.3)
+                if nan:
+                    head.bias.fill_(float("nan"))
+    export_teacher(
+        model,
+        skeleton=skeleton,
+        stride=stride,
+        input_size=RENDER.input_size,
+        model_name="tiny",
+        out_path=path,
+        extra={"seed": seed},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def val_files() -> tuple[Path, Path]:
+    # module-scoped twin of conftest's `coco_mini` fixture (which is function-scoped)
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+    if not (root / "annotations").is_dir():
+        message = f"COCO-MINI not found at {root}"
+        if os.environ.get("LC_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(message + " and LC_REQUIRE_SHARED_DATA=1")
+        pytest.skip(message)
+    return root / "annotations" / "person_keypoints_val2017.json", root / "val2017"
+
+
+@pytest.fixture(scope="module")
+def gt_store(tmp_path_factory, val_files) -> Path:
+    out = tmp_path_factory.mktemp("gt") / "gt.zarr"
+    build_gt_store(
+        *val_files, out, render=RENDER, build=BuildConfig(samples_per_shard=PER), progress=False
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("teachers")
+    return {"a": make_teacher(root / "a.pt2", 1), "b": make_teacher(root / "b.pt2", 2)}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, gt_store: Path, teachers) -> Path:
+    """An uninterrupted single-process pass of teacher a."""
+    out = tmp_path_factory.mktemp("ref") / "ref.zarr"
+    shutil.copytree(gt_store, out)
+    run_teacher_pass(out, teachers["a"], batch_size=3, progress=False)
+    return out
+
+
+def _copy(src: Path, tmp_path: Path, name: str = "s.zarr") -> Path:
+    out = tmp_path / name
+    shutil.copytree(src, out)
+    return out
+
+
+def _teacher_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    g = zarr.open_group(str(path), mode="r")
+    return g["teacher/heatmaps"][:], g["teacher/pafs"][:]
+
+
+def _assert_same_teacher(a: Path, b: Path) -> None:
+    for x, y in zip(_teacher_arrays(a), _teacher_arrays(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_outputs_are_the_quantised_predictions_of_each_crop(reference: Path, teachers) -> None:
+    attrs = st.read_attrs(reference)
+    assert attrs["complete"] is True and attrs["stages"] == ["gt", "teacher"]
+    teacher = load_teacher(teachers["a"])
+    assert attrs["teacher"]["sha256"] == teacher.sha256
+    assert attrs["teacher"]["model_name"] == "tiny"
+    assert attrs["teacher"]["meta"]["extra"] == {"seed": 1}
+    assert attrs["teacher"]["path"] == str(teachers["a"].resolve())
+    g = zarr.open_group(str(reference), mode="r")
+    assert g["teacher/heatmaps"].shards == (PER, 19, 16, 16)
+    assert g["teacher/heatmaps"].chunks == (1, 19, 16, 16)
+    assert np.asarray(g["progress/teacher"][:]).tolist() == [1, 1, 1, 1]
+    heat, pafs = _teacher_arrays(reference)
+    images = g["images"][:]
+    # batches of 3 within each shard, as the pass ran them
+    for s in range(4):
+        crops = images[s * PER : (s + 1) * PER]
+        want_h, want_p = tp.predict_shard(teacher, crops, batch_size=3, where="test")
+        np.testing.assert_array_equal(heat[s * PER : (s + 1) * PER], st.quantize(want_h))
+        np.testing.assert_array_equal(pafs[s * PER : (s + 1) * PER], st.quantize(want_p))
+    assert np.abs(pafs.astype(np.float32)).max() > 0.1  # not a comparison between zeros
+    assert len(np.unique(heat)) > 100
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_pass(
+    gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = _copy(gt_store, tmp_path)
+    real = tp.predict_shard
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third shard's inference
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tp, "predict_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher_pass(out, teachers["a"], batch_size=3, progress=False)
+    monkeypatch.setattr(tp, "predict_shard", real)
+    attrs = st.read_attrs(out)
+    assert attrs["complete"] is False and "teacher" in attrs["stages"]
+    done = np.asarray(zarr.open_group(str(out), mode="r")["progress/teacher"][:])
+    assert done.tolist() == [1, 1, 0, 0]  # the two shards inferred before the kill were written
+    assert not list(out.glob(".lcpose-lock*"))
+    with pytest.raises(LcposeError, match=r"this teacher's outputs \(2/4 shards\); pass --resume"):
+        run_teacher_pass(out, teachers["a"], progress=False)
+    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, resume=True, progress=False)
+    assert attrs["complete"] is True
+    _assert_same_teacher(out, reference)
+
+
+def test_two_slices_fill_one_store(gt_store: Path, teachers, reference: Path, tmp_path) -> None:
+    out = _copy(gt_store, tmp_path)
+    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, part=(1, 2), progress=False)
+    assert attrs["complete"] is False
+    done = np.asarray(zarr.open_group(str(out), mode="r")["progress/teacher"][:])
+    assert done.tolist() == [0, 1, 0, 1]
+    with pytest.raises(LcposeError, match="incomplete"):
+        st.open_store(out)
+    # the second slice joins the store without --resume (slices share it)
+    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, part=(0, 2), progress=False)
+    assert attrs["complete"] is True
+    _assert_same_teacher(out, reference)
+    g = zarr.open_group(str(reference), mode="r")
+    np.testing.assert_array_equal(zarr.open_group(str(out))["gt/pafs"][:], g["gt/pafs"][:])
+
+
+def test_a_slice_cannot_join_with_another_teacher(gt_store: Path, teachers, tmp_path) -> None:
+    out = _copy(gt_store, tmp_path)
+    run_teacher_pass(out, teachers["a"], part=(0, 2), progress=False)
+    with pytest.raises(LcposeError, match="already holds outputs of teacher .*a.pt2"):
+        run_teacher_pass(out, teachers["b"], part=(1, 2), progress=False)
+
+
+def test_refuses_teacher_of_another_stride_or_skeleton(gt_store: Path, tmp_path: Path) -> None:
+    out = _copy(gt_store, tmp_path)
+    stride8 = make_teacher(tmp_path / "s8.pt2", 3, stride=8)
+    with pytest.raises(LcposeError, match=r"does not fit .*: stride 8 != .* stride 4"):
+        run_teacher_pass(out, stride8, progress=False)
+    # drop the two redundant shoulder-ear limbs (a mirror pair, so the skeleton stays valid)
+    short = dataclasses.replace(CMU_SKELETON, limbs=CMU_SKELETON.limbs[:-2])
+    other = make_teacher(tmp_path / "sk.pt2", 4, skeleton=short)
+    with pytest.raises(LcposeError, match=r"skeleton differs \(teacher 18 parts/17 limbs"):
+        run_teacher_pass(out, other, progress=False)
+    g = zarr.open_group(str(out), mode="r")
+    assert "teacher" not in g and st.read_attrs(out)["complete"] is True  # untouched
+
+
+def test_refuses_a_store_whose_gt_is_unfinished(gt_store: Path, teachers, tmp_path) -> None:
+    out = _copy(gt_store, tmp_path)
+    group = zarr.open_group(str(out), mode="r+")
+    group["progress/gt"][2] = 0
+    st.update_attrs(group, complete=False)
+    with pytest.raises(LcposeError, match=r"GT stage incomplete \(1 shards"):
+        run_teacher_pass(out, teachers["a"], progress=False)
+    # the slice that does not contain shard 2 may run
+    attrs = run_teacher_pass(out, teachers["a"], part=(1, 2), progress=False)
+    assert attrs["complete"] is False
+
+
+def test_overwrite_teacher_semantics(
+    gt_store: Path, teachers, reference: Path, tmp_path: Path
+) -> None:
+    out = _copy(reference, tmp_path)  # holds teacher a's outputs
+    with pytest.raises(LcposeError, match="pass --overwrite-teacher to replace them"):
+        run_teacher_pass(out, teachers["b"], progress=False)
+    with pytest.raises(LcposeError, match="pass --overwrite-teacher"):
+        run_teacher_pass(out, teachers["b"], resume=True, progress=False)
+    with pytest.raises(LcposeError, match="cannot be combined with --shard"):
+        run_teacher_pass(out, teachers["b"], overwrite=True, part=(0, 2), progress=False)
+    _assert_same_teacher(out, reference)  # refusals changed nothing
+    attrs = run_teacher_pass(out, teachers["b"], batch_size=3, overwrite=True, progress=False)
+    assert attrs["complete"] is True
+    assert attrs["teacher"]["sha256"] == load_teacher(teachers["b"]).sha256
+    only_b = _copy(gt_store, tmp_path, "b.zarr")
+    run_teacher_pass(only_b, teachers["b"], batch_size=3, progress=False)
+    _assert_same_teacher(out, only_b)
+    assert not np.array_equal(_teacher_arrays(out)[0], _teacher_arrays(reference)[0])
+
+
+def test_nan_outputs_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
+    out = _copy(gt_store, tmp_path)
+    broken = make_teacher(tmp_path / "nan.pt2", 5, nan=True)
+    with pytest.raises(LcposeError, match=r"shard 0, samples from 0: .*NaN/inf"):
+        run_teacher_pass(out, broken, progress=False)
+    assert st.read_attrs(out)["complete"] is False
+    assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
+
+
+def test_cli_adds_a_teacher_and_builds_in_one_pass(
+    gt_store: Path, val_files, teachers, reference: Path, tmp_path: Path
+) -> None:
+    out = _copy(gt_store, tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(
+        cli,
+        [
+            "build-teacher-cache",
+            "--out",
+            str(out),
+            "--teacher",
+            str(teachers["a"]),
+            "--batch-size",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "teacher a.pt2 written; store complete" in result.output
+    _assert_same_teacher(out, reference)
+    one = tmp_path / "one.zarr"
+    result = runner.invoke(
+        cli,
+        [
+            "build-teacher-cache",
+            *map(str, val_files),
+            "--out",
+            str(one),
+            "--teacher",
+            str(teachers["a"]),
+            "--input-size",
+            "64",
+            "--stride",
+            "4",
+            "--sigma",
+            "3",
+            "--samples-per-shard",
+            str(PER),
+            "--batch-size",
+            "3",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert st.read_attrs(one)["complete"] is True
+    _assert_same_teacher(one, reference)
+    result = runner.invoke(
+        cli, ["build-teacher-cache", "--out", str(out), "--teacher", str(teachers["b"])]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and "--overwrite-teacher" in result.output
