@@ -52,6 +52,6 @@ python - "$OUT" <<'PY'
 import json, sys
 out = sys.argv[1]
 for run in ("teacher", "student"):
-    m = json.load(open(f"{out}/{run}/val_results.metrics.json"))
+    m = json.load(open(f"{out}/{run}/val_results.metrics.json"))["metrics"]
     print(f"{run:>8}: AP {m['AP']:.3f}  AP50 {m['AP50']:.3f}")
 PY

@@ -1,0 +1,332 @@
+"""The training loop: loss goes down, bit-for-bit resume, checkpoints, DDP, CLI errors, plots."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import socket
+from dataclasses import asdict, fields, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+import trainer.fit as fit_mod
+from lcdata import store as st
+from lcdata.build import BuildConfig, build_gt_store
+from lcdata.config import RenderConfig
+from lcdata.errors import LcposeError
+from trainer.cli import cli
+from trainer.export import model_from_checkpoint
+from trainer.fit import TrainConfig, fit, log_columns, lr_at
+from trainer.plot import plot_runs
+
+RENDER = RenderConfig(input_size=64, stride=4, sigma=3.0)
+# tiny model, 1 reader in the training process, reproducible: a step takes ~0.05 s here
+CFG = TrainConfig(
+    model="tiny",
+    steps=6,
+    batch_size=4,
+    lr=1e-3,
+    workers=0,
+    log_every=1,
+    checkpoint_every=3,
+    deterministic=True,
+)
+
+
+def coco_mini_root() -> Path:
+    """COCO-MINI, as the `coco_mini` fixture finds it (which is function-scoped)."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
+    if not (root / "annotations").is_dir():
+        if os.environ.get("LC_REQUIRE_SHARED_DATA") == "1":
+            pytest.fail(f"COCO-MINI not found at {root} and LC_REQUIRE_SHARED_DATA=1")
+        pytest.skip(f"COCO-MINI not found at {root}")
+    return root
+
+
+def _build(out: Path, *, seed: int) -> Path:
+    root = coco_mini_root()
+    build_gt_store(
+        root / "annotations" / "person_keypoints_val2017.json",
+        root / "val2017",
+        out,
+        render=RENDER,
+        build=BuildConfig(views_per_image=1, seed=seed, samples_per_shard=8),
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 samples of 64 px, stride 4 (16x16 maps), 8 samples per shard."""
+    return _build(tmp_path_factory.mktemp("fit") / "gt.zarr", seed=1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _read_log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_lr_schedule_is_the_papers_step() -> None:
+    cfg = TrainConfig(steps=200_000)
+    assert lr_at(0, cfg) == 1e-4 and lr_at(99_999, cfg) == 1e-4
+    assert lr_at(100_000, cfg) == pytest.approx(1e-5) and lr_at(199_999, cfg) == pytest.approx(1e-5)
+
+
+def test_fit_lowers_the_loss_and_logs_every_column(store: Path, tmp_path: Path) -> None:
+    # 32 samples, batch 4, one reader: every 8 steps are one epoch over the same 32 samples
+    cfg = replace(CFG, steps=32, lr=2e-3, lr_decay_at=1.0, checkpoint_every=100)
+    result = fit(cfg, store, tmp_path / "run", progress=False)
+    rows = _read_log(tmp_path / "run")
+    assert list(rows[0]) == log_columns(2) == [
+        "step", "epoch", "lr", "loss", "loss_heatmaps", "loss_pafs",
+        "loss_stage1", "loss_stage2", "data_s", "step_s",
+    ]  # fmt: skip
+    assert [int(r["step"]) for r in rows] == list(range(1, 33))
+    loss = np.array([float(r["loss"]) for r in rows])
+    first_epoch, last_epoch = loss[:8].mean(), loss[-8:].mean()  # measured: 98 -> 80
+    assert last_epoch < 0.9 * first_epoch, (first_epoch, last_epoch)
+    r = rows[-1]
+    assert float(r["loss"]) == pytest.approx(float(r["loss_heatmaps"]) + float(r["loss_pafs"]))
+    assert float(r["loss"]) == pytest.approx(float(r["loss_stage1"]) + float(r["loss_stage2"]))
+    assert float(r["epoch"]) == 32 * 4 / 32 and float(r["lr"]) == 2e-3
+    assert float(r["step_s"]) >= float(r["data_s"]) >= 0
+    assert result.step == 32 and result.last_row["step"] == 32
+
+
+def test_checkpoint_contents_load_with_weights_only(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = fit(CFG, store, run, progress=False)
+    ckpt = _load(run / "checkpoint.pt")
+    for key in (
+        "model", "model_name", "stride", "input_size", "skeleton", "model_kwargs",
+        "optimizer", "step", "rng", "config", "store_attrs", "store_path",
+    ):  # fmt: skip
+        assert key in ckpt, key
+    assert ckpt["step"] == 6 and ckpt["model_name"] == "tiny" and ckpt["stride"] == 4
+    assert ckpt["input_size"] == 64 and ckpt["config"] == asdict(CFG)
+    assert ckpt["store_attrs"] == st.read_attrs(store)
+    assert not any(k.startswith("module.") for k in ckpt["model"])
+    final = _load(run / "final.pt")
+    assert "optimizer" not in final and final["step"] == 6
+    for name, value in result.model.state_dict().items():
+        assert torch.equal(final["model"][name], value), name
+    # the exporter's reader rebuilds the trained model from final.pt
+    model, info = model_from_checkpoint(run / "final.pt")
+    assert info.model_name == "tiny" and info.stride == 4 and info.step == 6
+    x = torch.zeros(1, 3, 64, 64)
+    result.model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x)[-1][0], result.model(x)[-1][0])
+    assert not list(run.glob("*.tmp"))  # atomic writes leave no temporary files
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_continues_bit_for_bit(store: Path, tmp_path: Path, monkeypatch) -> None:
+    fit(CFG, store, tmp_path / "straight", progress=False)
+
+    calls = {"n": 0}
+    real = fit_mod.stage_losses
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 3
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "stage_losses", interrupted)
+    with pytest.raises(_Interrupt):
+        fit(CFG, store, tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(fit_mod, "stage_losses", real)
+    assert _load(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
+    assert len(_read_log(tmp_path / "resumed")) == 4  # step 4 was logged before the kill
+    result = fit(CFG, store, tmp_path / "resumed", resume=True, progress=False)
+    assert result.step == 6
+
+    a, b = _load(tmp_path / "straight" / "final.pt"), _load(tmp_path / "resumed" / "final.pt")
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    opt_a = _load(tmp_path / "straight" / "checkpoint.pt")["optimizer"]
+    opt_b = _load(tmp_path / "resumed" / "checkpoint.pt")["optimizer"]
+    for i, state in opt_a["state"].items():
+        for key, value in state.items():
+            assert torch.equal(value, opt_b["state"][i][key]), (i, key)
+    # the log of the resumed run has each step once, with the same losses
+    rows_a, rows_b = _read_log(tmp_path / "straight"), _read_log(tmp_path / "resumed")
+    assert [r["step"] for r in rows_b] == [str(s) for s in range(1, 7)]
+    assert [r["loss"] for r in rows_a] == [r["loss"] for r in rows_b]
+
+
+def test_resume_of_a_finished_run_does_nothing(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(CFG, store, run, progress=False)
+    before = _load(run / "final.pt")["model"]
+    result = fit(CFG, store, run, resume=True, progress=False)
+    assert result.step == 6 and result.last_row is None
+    after = _load(run / "final.pt")["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_refuses_other_model_config_or_store(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = replace(CFG, steps=3)
+    fit(cfg, store, run, progress=False)
+    with pytest.raises(
+        LcposeError, match=r"cannot resume: checkpoint is of model 'tiny', not 'small'"
+    ):
+        fit(replace(cfg, model="small"), store, run, resume=True, progress=False)
+    with pytest.raises(
+        LcposeError, match=r"checkpoint has model options .*'width': 64.*'width': 32"
+    ):
+        fit(replace(cfg, model_kwargs={"width": 32}), store, run, resume=True, progress=False)
+    with pytest.raises(LcposeError, match="checkpoint has batch_size=4, this run batch_size=8"):
+        fit(replace(cfg, batch_size=8), store, run, resume=True, progress=False)
+    other = _build(tmp_path / "other.zarr", seed=2)
+    with pytest.raises(LcposeError, match="trained on another store .*attribute 'build' differs"):
+        fit(cfg, other, run, resume=True, progress=False)
+    with pytest.raises(LcposeError, match="already holds a training run .*pass --resume"):
+        fit(cfg, store, run, progress=False)
+
+
+def test_resume_without_checkpoint_starts_fresh(store: Path, tmp_path: Path) -> None:
+    result = fit(replace(CFG, steps=2), store, tmp_path / "new", resume=True, progress=False)
+    assert result.step == 2 and (tmp_path / "new" / "final.pt").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_rank(rank: int, store: str, out: str, port: int, results: str) -> None:
+    """One DDP process as torchrun would start it (env vars), running `fit` on gloo."""
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    cfg = replace(CFG, steps=3, checkpoint_every=2, device="cpu")
+    result = fit(cfg, store, out, progress=False)
+    torch.save(result.model.state_dict(), Path(results) / f"rank{rank}.pt")
+
+
+def test_ddp_two_cpu_processes(store: Path, tmp_path: Path) -> None:
+    run, results = tmp_path / "ddp", tmp_path / "results"
+    results.mkdir()
+    # fork, not spawn: a spawned child spends seconds importing torch again; each child sets one
+    # thread before computing, as DataLoader workers do, so the parent's thread pool is unused
+    torch.multiprocessing.start_processes(
+        _ddp_rank,
+        args=(str(store), str(run), _free_port(), str(results)),
+        nprocs=2,
+        start_method="fork",
+    )
+    ckpt = _load(run / "checkpoint.pt")
+    assert ckpt["step"] == 3 and ckpt["world_size"] == 2
+    final = _load(run / "final.pt")["model"]
+    rank0, rank1 = _load(results / "rank0.pt"), _load(results / "rank1.pt")
+    for name, value in final.items():
+        assert torch.equal(value, rank0[name]), name  # rank 0 saved what it trained
+    model, _ = model_from_checkpoint(run / "final.pt")
+    for name, _ in model.named_parameters():
+        # DDP averaged the gradients: every rank holds the same weights (BatchNorm running
+        # statistics are per rank between broadcasts, so only parameters are compared)
+        assert torch.equal(rank0[name], rank1[name]), name
+    rows = _read_log(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]  # one log, written by rank 0
+    assert float(rows[-1]["epoch"]) == 3 * 4 * 2 / 32  # global batch = 4 per rank x 2
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def test_cli_defaults_match_train_config() -> None:
+    command = cli.get_command(None, "fit")
+    params = command.make_context("fit", ["--store", "s.zarr", "--out", "run"]).params
+    checked = [f.name for f in fields(TrainConfig) if f.name in params and f.name != "model_kwargs"]
+    assert len(checked) == len(fields(TrainConfig)) - 1  # every field but model_kwargs
+    for name in checked:
+        assert params[name] == getattr(TrainConfig(), name), name
+
+
+def test_cli_fit_writes_a_run_and_plot_draws_it(store: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    for name in ("a", "b"):
+        args = ["fit", "--store", str(store), "--out", str(tmp_path / name), "--steps", "3"]
+        args += ["--batch-size", "4", "--workers", "0", "--log-every", "1", "--quiet"]
+        args += ["--device", "cpu", "--model-kwarg", "num_stages=1", "--lr", "1e-3"]
+        result = runner.invoke(cli, args)
+        assert result.exit_code == 0, result.output
+        assert "tiny: 3 steps, loss" in result.output
+    assert _load(tmp_path / "a" / "final.pt")["model_kwargs"]["num_stages"] == 1
+    out = tmp_path / "curves.png"
+    result = runner.invoke(
+        cli, ["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), "--per-stage"]
+    )
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_plot_refuses_a_folder_without_log(tmp_path: Path) -> None:
+    with pytest.raises(LcposeError, match="no log.csv"):
+        plot_runs([tmp_path], tmp_path / "x.png")
+
+
+def _cli_error(args: list[str]) -> str:
+    result = CliRunner().invoke(cli, ["fit", *args, "--quiet", "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(store: Path, tmp_path: Path) -> None:
+    base = ["--store", str(store), "--out", str(tmp_path / "run"), "--steps", "2"]
+    msg = _cli_error([*base, "--target", "teacher"])
+    assert "store has no 'teacher' targets" in msg
+
+    incomplete = tmp_path / "incomplete.zarr"
+    shutil.copytree(store, incomplete)
+    st.update_attrs(zarr.open_group(str(incomplete), mode="r+"), complete=False)
+    msg = _cli_error(["--store", str(incomplete), "--out", str(tmp_path / "r2")])
+    assert "store is marked incomplete" in msg
+
+    no_targets = tmp_path / "no_targets.zarr"
+    shutil.copytree(store, no_targets)
+    shutil.rmtree(no_targets / "gt")
+    msg = _cli_error(["--store", str(no_targets), "--out", str(tmp_path / "r3")])
+    assert "store has no training targets" in msg
+
+    ok = CliRunner().invoke(cli, ["fit", *base, "--batch-size", "4", "--workers", "0", "--quiet"])
+    assert ok.exit_code == 0, ok.output
+    assert "already holds a training run" in _cli_error(base)
+    msg = _cli_error([*base, "--resume", "--model", "small", "--batch-size", "4"])
+    assert "cannot resume: checkpoint is of model 'tiny', not 'small'" in msg
+    assert "--model-kwarg 'width'" in _cli_error([*base, "--model-kwarg", "width"])

@@ -1,0 +1,186 @@
+"""`trainer fit` (train on a store's targets) and `trainer plot` (learning curves to PNG)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from lcdata.errors import LcposeError
+
+# Defaults repeat TrainConfig's (a test checks they agree): trainer.fit imports torch, and
+# `trainer --help` imports every command module, so it is imported only when a command runs.
+
+
+def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
+    """KEY=VALUE pairs; values are JSON (numbers, true/false) or else plain strings."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LcposeError(f"--model-kwarg {item!r}: expected KEY=VALUE, e.g. num_stages=3")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@click.command("fit")
+@click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="lcdata store to train on (GT store, or a corrected store).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: checkpoint.pt, final.pt, log.csv, run.json.",
+)
+@click.option(
+    "--model", type=click.Choice(["cmu", "small", "tiny"]), default="tiny", show_default=True
+)
+@click.option(
+    "--model-kwarg",
+    "model_kwargs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra model option, repeatable (tiny: num_stages, width; cmu: num_stages).",
+)
+@click.option("--steps", type=int, default=200_000, show_default=True, help="Optimizer steps.")
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--lr-decay-at",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Fraction of the steps after which the rate is multiplied by --lr-decay.",
+)
+@click.option("--lr-decay", type=float, default=0.1, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Samples per step per process (global batch = this x processes under torchrun).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--workers", type=int, default=2, show_default=True, help="DataLoader reader processes."
+)
+@click.option(
+    "--target",
+    type=click.Choice(["auto", "gt", "teacher", "target"]),
+    default="auto",
+    show_default=True,
+    help="Maps to train on; auto = target/* of a corrected store, else gt/*.",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint.pt.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True, help="Steps per CSV row.")
+@click.option("--augment-flip", is_flag=True, help="Mirror half of the samples.")
+@click.option(
+    "--shuffle-blocks",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Store shards mixed per shuffle window.",
+)
+@click.option(
+    "--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact CUDA reruns)."
+)
+@click.option(
+    "--backbone-weights",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="torchvision VGG-19 state dict for cmu's backbone (fresh runs).",
+)
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def fit(
+    store: Path,
+    out: Path,
+    model: str,
+    model_kwargs: tuple[str, ...],
+    steps: int,
+    lr: float,
+    lr_decay_at: float,
+    lr_decay: float,
+    batch_size: int,
+    seed: int,
+    workers: int,
+    target: str,
+    resume: bool,
+    device: str,
+    checkpoint_every: int,
+    log_every: int,
+    augment_flip: bool,
+    shuffle_blocks: int,
+    deterministic: bool,
+    backbone_weights: str | None,
+    quiet: bool,
+) -> None:
+    """Train a pose model on the targets in STORE with the masked L2 loss of eq. 1.
+
+    Multi-GPU: torchrun --nproc-per-node N -m trainer fit ... (DDP, one process per GPU).
+    """
+    from trainer.fit import TrainConfig
+    from trainer.fit import fit as run_fit
+
+    cfg = TrainConfig(
+        model=model,
+        model_kwargs=_parse_model_kwargs(model_kwargs),
+        steps=steps,
+        lr=lr,
+        lr_decay_at=lr_decay_at,
+        lr_decay=lr_decay,
+        batch_size=batch_size,
+        seed=seed,
+        workers=workers,
+        shuffle_blocks=shuffle_blocks,
+        augment_flip=augment_flip,
+        target=target,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        device=device,
+        deterministic=deterministic,
+        backbone_weights=backbone_weights,
+    )
+    result = run_fit(cfg, store, out, resume=resume, progress=not quiet)
+    if result.rank != 0:
+        return  # under torchrun, one summary
+    row = result.last_row
+    loss = f"loss {row['loss']:.4g} at step {int(row['step'])}" if row else "nothing to do"
+    click.echo(f"{cfg.model}: {result.step} steps, {loss}; wrote {out / 'final.pt'}")
+
+
+@click.command("plot")
+@click.argument(
+    "run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("curves.png"),
+    show_default=True,
+    help="PNG to write.",
+)
+@click.option("--per-stage", is_flag=True, help="Also draw each stage's loss (dashed).")
+@click.option(
+    "--smooth",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Moving average over this many log rows.",
+)
+def plot(run_dirs: tuple[Path, ...], out: Path, per_stage: bool, smooth: int) -> None:
+    """Draw loss and learning rate against step for one or several RUN_DIRS."""
+    from trainer.plot import plot_runs
+
+    plot_runs(list(run_dirs), out, per_stage=per_stage, smooth=smooth)
+    click.echo(f"wrote {out} ({len(run_dirs)} run(s))")

@@ -1,0 +1,581 @@
+"""The training loop: masked L2 on a store's targets, Adam, step schedule, checkpoints, CSV log.
+
+`fit` reads top to bottom: open and check the store, build the model from the store's
+skeleton and stride, resume if asked, then per step: learning rate, batch, forward, loss
+(eq. 1 at every stage, eq. 4), backward, Adam step, log, checkpoint.
+
+Run folder (`out_dir`):
+    run.json        config, store, model summary, world size (rewritten at every (re)start)
+    log.csv         one row per `log_every` steps, means over those steps (`LOG_COLUMNS`)
+    checkpoint.pt   latest state, for --resume (written atomically every `checkpoint_every`
+                    steps and at the end)
+    final.pt        the trained model at `steps`: the same dict without optimizer state
+
+Distributed data parallel: under torchrun (env WORLD_SIZE > 1) every process trains on its
+own lanes of the stream (`trainer.data`), gradients are averaged by DDP, and only rank 0
+writes. `batch_size` is per process, so the global batch is batch_size x world size. See
+docs/training.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from lcdata.errors import LcposeError
+from trainer.data import (
+    TARGET_KINDS,
+    StoreSpec,
+    StoreStream,
+    make_loader,
+    open_training_store,
+)
+from trainer.losses import stage_losses
+from trainer.models import MODELS, build_model, describe, load_backbone_weights, preprocess
+
+CHECKPOINT = "checkpoint.pt"
+FINAL = "final.pt"
+LOG = "log.csv"
+RUN = "run.json"
+CHECKPOINT_FORMAT = "lcpose-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; `asdict` of it goes into every checkpoint.
+
+    Attributes:
+        model: key of `trainer.models.MODELS`.
+        model_kwargs: extra constructor options (e.g. {"num_stages": 3} for tiny).
+        steps: optimizer steps. The paper trains 2 x 10^5 (10^5 at each learning rate).
+        lr: Adam learning rate (paper: 1e-4).
+        lr_decay_at: fraction of `steps` after which the rate is multiplied by `lr_decay`
+            (paper: 1e-4 then 1e-5 after half the steps).
+        lr_decay: factor applied at `lr_decay_at`.
+        batch_size: samples per step per process; global batch = batch_size x world size.
+        seed: model initialisation and the data order.
+        workers: DataLoader processes reading the store (0 = read in the training process).
+        shuffle_blocks: store shards per shuffle window of the data stream.
+        augment_flip: mirror half of the samples (crops were augmented when the store was
+            built, so this is off by default).
+        target: "auto" (target/* if present, else gt/*), "gt", "teacher" or "target".
+        checkpoint_every: steps between checkpoints (also written at the end).
+        log_every: steps per CSV row.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        deterministic: `torch.use_deterministic_algorithms(True)` and no cuDNN autotuning;
+            needed for bit-identical CUDA runs, slower there; CPU runs are reproducible
+            without it.
+        backbone_weights: torchvision VGG-19 state dict loaded into cmu's backbone on a fresh
+            start (`trainer.models.load_backbone_weights`).
+    """
+
+    model: str = "tiny"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 200_000
+    lr: float = 1e-4
+    lr_decay_at: float = 0.5
+    lr_decay: float = 0.1
+    batch_size: int = 16
+    seed: int = 0
+    workers: int = 2
+    shuffle_blocks: int = 4
+    augment_flip: bool = False
+    target: str = "auto"
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+    deterministic: bool = False
+    backbone_weights: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise LcposeError(f"unknown --model {self.model!r} (choose from {', '.join(MODELS)})")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "shuffle_blocks"):
+            if getattr(self, name) < 1:
+                value = getattr(self, name)
+                raise LcposeError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        if self.seed < 0 or self.workers < 0:
+            raise LcposeError(f"--seed and --workers must be >= 0, got {self.seed}, {self.workers}")
+        if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.lr_decay_at <= 1):
+            raise LcposeError(
+                f"need lr > 0, lr_decay > 0 and 0 <= lr_decay_at <= 1, got {self.lr}, "
+                f"{self.lr_decay}, {self.lr_decay_at}"
+            )
+        if self.target not in TARGET_KINDS:
+            raise LcposeError(
+                f"--target must be one of {', '.join(TARGET_KINDS)}, got {self.target!r}"
+            )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise LcposeError(f"--device must be auto, cpu or cuda, got {self.device!r}")
+        if self.backbone_weights and self.model != "cmu":
+            raise LcposeError(f"--backbone-weights needs --model cmu, not {self.model!r}")
+
+
+# Config fields that must agree between a checkpoint and the run resuming it: they decide
+# the model, the learning-rate schedule or the batch sequence.
+RESUME_KEYS = (
+    "model", "model_kwargs", "steps", "lr", "lr_decay_at", "lr_decay", "batch_size", "seed",
+    "workers", "shuffle_blocks", "augment_flip",
+)  # fmt: skip
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate of 0-based step `step`: `lr` until `lr_decay_at` x steps, then x `lr_decay`."""
+    return cfg.lr * (cfg.lr_decay if step >= int(cfg.lr_decay_at * cfg.steps) else 1.0)
+
+
+def log_columns(num_stages: int) -> list[str]:
+    """CSV columns. Losses are eq. 1 values (per sample, see `trainer.losses`), means over
+    the row's steps and over ranks; data_s / step_s are seconds per step waiting for the
+    batch / in total; step counts finished steps (1 = after the first update)."""
+    stages = [f"loss_stage{t + 1}" for t in range(num_stages)]
+    losses = ["loss", "loss_heatmaps", "loss_pafs", *stages]
+    return ["step", "epoch", "lr", *losses, "data_s", "step_s"]
+
+
+@dataclass
+class FitResult:
+    """What `fit` leaves behind: the trained module (on its device), the last log row (None
+    when no step ran) and this process's DDP rank."""
+
+    model: nn.Module
+    step: int
+    last_row: dict[str, float] | None
+    out_dir: Path
+    rank: int = 0
+
+
+def fit(
+    cfg: TrainConfig,
+    store_path: str | Path,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Train `cfg.model` on a store's targets; write checkpoints and a log into `out_dir`.
+
+    Args:
+        cfg: the run's configuration.
+        store_path: an lcdata store (GT or corrected); images, masks and targets are streamed.
+        out_dir: run folder, created if needed; must not hold a run unless `resume`.
+        resume: continue from `out_dir/checkpoint.pt` (bit-for-bit on the same device and
+            world size); with no checkpoint there yet, start from step 0.
+        progress: show a tqdm bar (rank 0 only).
+
+    Raises:
+        LcposeError: a store that cannot be trained on, an --out holding a run without
+            `resume`, a checkpoint whose model, store or key config differs, divergence.
+    """
+    out_dir = Path(out_dir)
+    spec = open_training_store(store_path, target=cfg.target)  # refuses foreign/incomplete stores
+    with _session(cfg) as env:
+        ckpt = _prior_checkpoint(out_dir, resume=resume)
+        torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
+        model = build_model(cfg.model, spec.skeleton, spec.stride, **cfg.model_kwargs)
+        if ckpt is not None:
+            path = out_dir / CHECKPOINT
+            _check_resume(ckpt, cfg, spec, model, world_size=env.world_size, path=path)
+        elif cfg.backbone_weights:
+            load_backbone_weights(model, cfg.backbone_weights)
+        model.to(env.device)
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        start = 0
+        if ckpt is not None:
+            try:
+                model.load_state_dict(ckpt["model"])
+                opt.load_state_dict(ckpt["optimizer"])
+            except (RuntimeError, ValueError, KeyError) as err:  # e.g. a changed model layout
+                text = " ".join(str(err).split())[:200]
+                raise LcposeError(f"{out_dir / CHECKPOINT}: cannot resume: {text}") from None
+            _set_rng_state(ckpt["rng"])
+            start = int(ckpt["step"])
+        if env.world_size > 1:
+            dist.barrier()  # every rank has checked --out before rank 0 writes into it
+        net = model
+        if env.world_size > 1:
+            ids = [env.device.index] if env.device.type == "cuda" else None
+            net = DistributedDataParallel(model, device_ids=ids)
+
+        stream = StoreStream(
+            spec,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            start_step=start,
+            rank=env.rank,
+            world_size=env.world_size,
+            shuffle_blocks=cfg.shuffle_blocks,
+            flip=cfg.augment_flip,
+        )
+        batches = make_loader(stream, workers=cfg.workers, pin_memory=env.device.type == "cuda")
+        columns = log_columns(model.num_stages)
+        log = None
+        if env.rank == 0:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            _write_run_json(out_dir, cfg, spec, model, env, start)
+            log = _CsvLog(out_dir / LOG, columns, keep_until=start)
+
+        def checkpoint(step: int) -> dict[str, Any]:
+            return {
+                "format": CHECKPOINT_FORMAT,
+                "format_version": CHECKPOINT_VERSION,
+                "model": model.state_dict(),  # the raw module's keys, never "module.*"
+                "model_name": cfg.model,
+                "stride": spec.stride,
+                "input_size": spec.input_size,
+                "skeleton": spec.skeleton.to_attrs(),
+                "model_kwargs": dict(model.model_kwargs),
+                "optimizer": opt.state_dict(),
+                "step": step,
+                "rng": _rng_state(),
+                "config": asdict(cfg),
+                "store_attrs": spec.attrs,
+                "store_path": str(spec.path.resolve()),
+                "target": spec.target,
+                "world_size": env.world_size,
+                "torch_version": str(torch.__version__),
+            }
+
+        model.train()
+        meter = _Meter(num_stages=model.num_stages, device=env.device)
+        row: dict[str, float] | None = None
+        bar = tqdm(
+            total=cfg.steps, initial=start, unit="step", disable=not progress or env.rank > 0
+        )
+        for step in range(start, cfg.steps):
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            batch = next(batches)
+            images = batch["images"].to(env.device, non_blocking=True)  # (B, S, S, 3) uint8
+            heat = batch["heatmaps"].to(env.device, non_blocking=True)  # (B, K+1, h, h)
+            pafs = batch["pafs"].to(env.device, non_blocking=True)  # (B, 2L, h, h)
+            mask = batch["masks"].to(env.device, non_blocking=True)  # (B, 1, h, h)
+            meter.data_s += time.perf_counter() - t0
+
+            stages = net(preprocess(images))  # per stage (heatmaps, pafs)
+            loss, per_stage = stage_losses(stages, heat, pafs, mask)  # eq. 1 summed over stages
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+            meter.add(per_stage)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                epoch = done * cfg.batch_size * env.world_size / spec.num_samples
+                row = meter.row(step=done, epoch=epoch, lr=lr, world_size=env.world_size)
+                if not math.isfinite(row["loss"]):
+                    raise LcposeError(
+                        f"training diverged: loss {row['loss']} at step {done}; "
+                        f"lower --lr (now {cfg.lr})"
+                    )
+                if log is not None:
+                    log.write(row)
+                bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.0e}")
+            if env.rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                _save_atomic(checkpoint(done), out_dir / CHECKPOINT)
+            bar.update()
+        bar.close()
+        del batches  # stops the reader processes
+
+        if env.rank == 0:
+            final = checkpoint(max(start, cfg.steps))
+            del final["optimizer"]
+            _save_atomic(final, out_dir / FINAL)
+        if env.world_size > 1:
+            dist.barrier()  # nobody leaves (and tears down the group) before rank 0 has written
+        step = max(start, cfg.steps)
+        return FitResult(model=model, step=step, last_row=row, out_dir=out_dir, rank=env.rank)
+
+
+# ---------------------------------------------------------------------------------------------
+# Devices and processes
+
+
+@dataclass(frozen=True)
+class _Env:
+    rank: int
+    world_size: int
+    device: torch.device
+
+
+@contextlib.contextmanager
+def _session(cfg: TrainConfig) -> Iterator[_Env]:
+    """Device, DDP process group (under torchrun) and determinism flags for one run.
+
+    Flags changed here (deterministic algorithms, cuDNN autotuning) are restored on exit, and a
+    process group created here is destroyed.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    kind = cfg.device
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise LcposeError("--device cuda: CUDA is not available on this machine")
+    device = torch.device("cuda", local_rank) if kind == "cuda" else torch.device("cpu")
+    if kind == "cuda":
+        torch.cuda.set_device(device)
+
+    created = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+        created = True
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    old_benchmark = torch.backends.cudnn.benchmark
+    if cfg.deterministic and kind == "cuda":
+        # cuBLAS needs a fixed workspace for reproducible matmuls; read at its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.deterministic)
+    # fixed input size: let cuDNN pick the fastest algorithms, unless asked for determinism
+    torch.backends.cudnn.benchmark = kind == "cuda" and not cfg.deterministic
+    try:
+        yield _Env(rank=rank if world > 1 else 0, world_size=max(world, 1), device=device)
+    finally:
+        torch.use_deterministic_algorithms(old_deterministic)
+        torch.backends.cudnn.benchmark = old_benchmark
+        if created:
+            dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file, then rename: a reader never sees half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by `fit` with `torch.load(weights_only=True)`.
+
+    Raises:
+        LcposeError: missing or unreadable file, or not a resumable lcpose checkpoint.
+    """
+    from trainer.export import load_checkpoint  # one reader of checkpoint files
+
+    ckpt = load_checkpoint(path)
+    missing = [k for k in ("optimizer", "step", "rng", "config", "store_attrs") if k not in ckpt]
+    if missing:
+        raise LcposeError(
+            f"{path}: not a resumable training checkpoint (no {', '.join(missing)}); "
+            f"final.pt holds no optimizer state, resume from checkpoint.pt"
+        )
+    return ckpt
+
+
+def _prior_checkpoint(out_dir: Path, *, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, None for a fresh start; refuses to overwrite a run."""
+    present = [name for name in (CHECKPOINT, FINAL, LOG, RUN) if (out_dir / name).exists()]
+    if not resume:
+        if present:
+            raise LcposeError(
+                f"{out_dir}: already holds a training run ({present[0]}); pass --resume to "
+                f"continue it or choose another --out"
+            )
+        return None
+    if not (out_dir / CHECKPOINT).exists():
+        return None  # nothing saved yet: --resume starts from step 0
+    return load_training_checkpoint(out_dir / CHECKPOINT)
+
+
+def _check_resume(
+    ckpt: dict[str, Any],
+    cfg: TrainConfig,
+    spec: StoreSpec,
+    model: nn.Module,
+    *,
+    world_size: int,
+    path: Path,
+) -> None:
+    """Refuse to continue a checkpoint with another model, store or batch sequence."""
+    where = f"{path}: cannot resume"
+    if ckpt["model_name"] != cfg.model:
+        raise LcposeError(
+            f"{where}: checkpoint is of model {ckpt['model_name']!r}, not {cfg.model!r}"
+        )
+    if dict(ckpt["model_kwargs"]) != dict(model.model_kwargs):
+        raise LcposeError(
+            f"{where}: checkpoint has model options {ckpt['model_kwargs']}, this run "
+            f"{model.model_kwargs}"
+        )
+    old_attrs = ckpt["store_attrs"]
+    keys = set(old_attrs) | set(spec.attrs)
+    changed = sorted(k for k in keys if old_attrs.get(k) != spec.attrs.get(k))
+    if changed:
+        raise LcposeError(
+            f"{where}: checkpoint was trained on another store ({ckpt.get('store_path')}; "
+            f"attribute '{changed[0]}' differs)"
+        )
+    if ckpt.get("target") != spec.target:
+        raise LcposeError(
+            f"{where}: checkpoint trained on '{ckpt.get('target')}' targets, this run on "
+            f"'{spec.target}'"
+        )
+    old_cfg = ckpt["config"]
+    new_cfg = asdict(cfg)
+    for key in RESUME_KEYS:
+        if old_cfg.get(key) != new_cfg[key]:
+            raise LcposeError(
+                f"{where}: checkpoint has {key}={old_cfg.get(key)!r}, this run "
+                f"{key}={new_cfg[key]!r}"
+            )
+    if ckpt.get("world_size", 1) != world_size:
+        raise LcposeError(
+            f"{where}: checkpoint was written by {ckpt.get('world_size')} process(es), this run "
+            f"has {world_size}; the batch sequence depends on it"
+        )
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every global RNG state as tensors, lists and numbers (loadable with weights_only)."""
+    # the legacy global generator: this project never uses it, but third-party code may
+    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    n = state["numpy"]
+    keys = n["keys"].numpy().astype(np.uint32)
+    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Logging
+
+
+class _Meter:
+    """Sums of per-step losses kept on the device; synchronised only when a row is made."""
+
+    def __init__(self, *, num_stages: int, device: torch.device) -> None:
+        self.num_stages = num_stages
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        # per stage heatmap and PAF terms, flattened: [h1, p1, h2, p2, ...]
+        self.sums = torch.zeros(2 * self.num_stages, dtype=torch.float64, device=self.device)
+        self.count = 0
+        self.data_s = 0.0
+        self.t0 = time.perf_counter()
+
+    def add(self, per_stage: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        terms = torch.stack([t.detach() for pair in per_stage for t in pair])
+        self.sums += terms.double()
+        self.count += 1
+
+    def row(self, *, step: int, epoch: float, lr: float, world_size: int) -> dict[str, float]:
+        """Means over the steps since the last row (and over ranks); resets the sums."""
+        stats = torch.cat(
+            [
+                self.sums / self.count,
+                torch.tensor([self.data_s / self.count], dtype=torch.float64, device=self.device),
+            ]
+        )
+        if world_size > 1:
+            dist.all_reduce(stats)
+            stats /= world_size
+        values = stats.tolist()  # waits for the device: step_s below covers all queued work
+        step_s = (time.perf_counter() - self.t0) / self.count
+        terms, data_s = values[:-1], values[-1]
+        heat, pafs = sum(terms[0::2]), sum(terms[1::2])
+        row: dict[str, float] = {
+            "step": step,
+            "epoch": epoch,
+            "lr": lr,
+            "loss": heat + pafs,
+            "loss_heatmaps": heat,
+            "loss_pafs": pafs,
+        }
+        for t in range(self.num_stages):
+            row[f"loss_stage{t + 1}"] = terms[2 * t] + terms[2 * t + 1]
+        row["data_s"] = data_s
+        row["step_s"] = step_s
+        self._reset()
+        return row
+
+
+class _CsvLog:
+    """log.csv, appended row by row; on resume, rows after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, columns: list[str], *, keep_until: int) -> None:
+        self.path = path
+        self.columns = columns
+        kept: list[list[str]] = []
+        if path.exists() and keep_until > 0:
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            if not rows or rows[0] != columns:
+                raise LcposeError(f"{path}: columns differ from this run's; move the file away")
+            kept = [r for r in rows[1:] if r and int(r[0]) <= keep_until]
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(kept)
+        os.replace(tmp, path)
+
+    def write(self, row: dict[str, float]) -> None:
+        # opened per row (every log_every steps): a killed run leaves every written row intact
+        with open(self.path, "a", newline="") as f:
+            csv.writer(f).writerow([row["step"]] + [f"{row[c]:.7g}" for c in self.columns[1:]])
+
+
+def _write_run_json(
+    out_dir: Path, cfg: TrainConfig, spec: StoreSpec, model: nn.Module, env: _Env, start: int
+) -> None:
+    info = {
+        "config": asdict(cfg),
+        "store": str(spec.path.resolve()),
+        "target": spec.target,
+        "num_samples": spec.num_samples,
+        "model": describe(model),
+        "world_size": env.world_size,
+        "global_batch_size": cfg.batch_size * env.world_size,
+        "device": str(env.device),
+        "started_at_step": start,
+        "torch_version": str(torch.__version__),
+    }
+    tmp = out_dir / (RUN + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    os.replace(tmp, out_dir / RUN)
