@@ -1,0 +1,990 @@
+"""docs/results.md and its figures, written from the saved runs of `experiments.run`.
+
+    python -m experiments.report [OUT] [--report-dir DIR] [--smoke-run DIR]
+
+Everything here reads the step markers (`OUT/steps/*.json`) and the files they name; nothing
+is trained or evaluated. Numbers are COCO keypoint AP x 100 (as in the paper's tables), mean
++- sample standard deviation over seeds. A difference between two methods is computed per
+seed (both trained on the same data with the same initialisation) and called a gain or a
+loss only when its mean exceeds twice the standard deviation of the per-seed differences
+(`CLAIM_SD`); with one seed nothing is claimed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from experiments.run import (
+    METHODS,
+    RESOLVED,
+    Dataset,
+    datasets,
+    load_resolved,
+    resolve_path,
+)
+
+CLAIM_SD = 2.0
+"""A mean paired difference is called a gain/loss only beyond this many standard deviations."""
+METRICS = ("AP", "AP50", "AP75", "APm", "APl")
+FIG5 = "results_fig5_curves.png"
+SWEEP_FIG = "results_sweep.png"
+FIG3 = "results_fig3_{}.png"
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the runs
+
+
+@dataclass
+class Runs:
+    """An experiment folder: its resolved config and every finished step's marker."""
+
+    out: Path
+    cfg: dict[str, Any]
+    markers: dict[str, dict[str, Any]]
+
+    @property
+    def primary(self) -> str:
+        """The annotation file models are ranked on: the clean truth, or COCO's val labels."""
+        return "clean" if self.cfg["data"]["source"] == "synth" else "val"
+
+    def outputs(self, name: str) -> dict[str, Any] | None:
+        body = self.markers.get(name)
+        return None if body is None else body["outputs"]
+
+    def metric(
+        self, ds: str, method: str, key: str = "AP", labels: str | None = None
+    ) -> float | None:
+        """COCO metric x 100 of one model, None when not evaluated (or undefined, -1)."""
+        body = self.outputs(f"{ds}/eval/{method}")
+        if body is None:
+            return None
+        value = body["metrics"].get(labels or self.primary, {}).get(key)
+        return None if value is None or value < 0 else 100.0 * value
+
+
+def load_runs(out: Path) -> Runs:
+    cfg = load_resolved(out)
+    markers = {}
+    for path in sorted((out / "steps").glob("*.json")):
+        body = json.loads(path.read_text(encoding="utf-8"))
+        markers[body["step"]] = body
+    return Runs(out=out, cfg=cfg, markers=markers)
+
+
+def main_datasets(runs: Runs) -> list[Dataset]:
+    return [d for d in datasets(runs.cfg) if d.main]
+
+
+def sweep_datasets(runs: Runs) -> list[Dataset]:
+    """Data sets of the sweep's first seed by level (main data sets of that seed included)."""
+    sweep = runs.cfg["sweep"]
+    if not sweep["levels"] and not sweep["all_off"]:
+        return []
+    seed = sweep["seeds"][0]
+    found = [d for d in datasets(runs.cfg) if d.seed == seed]
+    wanted = {float(v) for v in sweep["levels"]}
+    picked = [d for d in found if d.level is not None and d.level in wanted]
+    picked.sort(key=lambda d: d.level)
+    off = [d for d in found if d.name.startswith("none_")]
+    return off + picked
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics and formatting
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Values over seeds: mean, sample std (0 for one value), count."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.values)) if self.values else float("nan")
+
+    @property
+    def sd(self) -> float:
+        return float(np.std(self.values, ddof=1)) if self.n > 1 else 0.0
+
+    def fmt(self, digits: int = 1, *, sign: bool = False) -> str:
+        if not self.values:
+            return "n/a"
+        mean = f"{self.mean:+.{digits}f}" if sign else f"{self.mean:.{digits}f}"
+        return mean if self.n == 1 else f"{mean} ± {self.sd:.{digits}f}"
+
+
+def stat(values: list[float | None]) -> Stat:
+    return Stat(tuple(v for v in values if v is not None))
+
+
+def method_stat(runs: Runs, method: str, key: str = "AP", labels: str | None = None) -> Stat:
+    return stat([runs.metric(d.name, method, key, labels) for d in main_datasets(runs)])
+
+
+def paired(runs: Runs, method: str, other: str, key: str = "AP", labels: str | None = None) -> Stat:
+    """Per-seed differences method - other (only seeds where both were evaluated)."""
+    diffs = []
+    for d in main_datasets(runs):
+        a, b = runs.metric(d.name, method, key, labels), runs.metric(d.name, other, key, labels)
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    return Stat(tuple(diffs))
+
+
+def verdict(diff: Stat) -> str:
+    """'gain', 'loss', 'no clear difference' (2-sd rule) or 'single seed'."""
+    if diff.n == 0:
+        return "not measured"
+    if diff.n == 1:
+        return "single seed, no claim"
+    if diff.mean > CLAIM_SD * diff.sd:
+        return "gain"
+    if diff.mean < -CLAIM_SD * diff.sd:
+        return "loss"
+    return "no clear difference"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{100 * value:.{digits}f}%"
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b else None
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def setup_section(runs: Runs) -> list[str]:
+    cfg = runs.cfg
+    data, store, train = cfg["data"], cfg["store"], cfg["train"]
+    mains = main_datasets(runs)
+    lines = ["## Setup", ""]
+    if data["source"] == "synth":
+        removed = []
+        for d in mains:
+            body = runs.outputs(f"{d.name}/data")
+            if body:
+                split = body["corruption"]["splits"]["train"]
+                removed.append(1 - split["noisy_keypoints"] / max(split["keypoints"], 1))
+        lines.append(
+            f"- **Data** (`lcdata synth`, one data set per seed, seeds {cfg['seeds']}): "
+            f"{data['train_images']} training and {data['val_images']} validation images of "
+            f"128 px; missed visible keypoints p = {data['missed_visible']}, unannotated "
+            f"persons q = {data['unannotated']}, out-of-image and severely occluded keypoints "
+            f"unlabelled (COCO's habits). The noisy training labels lack "
+            f"{pct(float(np.mean(removed))) if removed else 'n/a'} of the true keypoints."
+        )
+    else:
+        lines.append(
+            f"- **Data**: {data['train_annotations']} -> {data['val_annotations']}, "
+            f"seeds {cfg['seeds']}."
+        )
+    samples = [runs.outputs(f"{d.name}/gt_store") for d in mains]
+    n_samples = [s["num_samples"] for s in samples if s]
+    lines.append(
+        f"- **Stores**: {store['input_size']} px crops, stride {store['stride']}, sigma "
+        f"{store['sigma']} px, PAF half-width {store['paf_half_width']} cell, "
+        f"{store['views_per_image']} augmented view(s) per image"
+        + (f" ({min(n_samples)}-{max(n_samples)} samples)" if n_samples else "")
+        + "."
+    )
+    params = None
+    for d in mains:
+        body = runs.outputs(f"{d.name}/export/baseline")
+        if body:
+            params = body["num_params"]
+            break
+    kwargs = train.get("model_kwargs") or {}
+    lines.append(
+        f"- **Model and training**, identical for every model: `{train.get('model')}`"
+        + (f" {kwargs}" if kwargs else "")
+        + (f" ({params:,} parameters)" if params else "")
+        + f", {train.get('steps')} steps of batch {train.get('batch_size')}, Adam lr "
+        f"{train.get('lr')} then x{train.get('lr_decay')} after "
+        f"{float(train.get('lr_decay_at', 0.5)):.0%} of the steps. The teacher is the "
+        f"Baseline model (as in the paper); each student starts from the same initialisation "
+        f"(the seed) and sees the same batches, only the targets differ."
+    )
+    decode = None
+    for d in mains:
+        body = runs.outputs(f"{d.name}/oracle")
+        if body:
+            decode = body["decode"]
+            break
+    if decode:
+        text = ", ".join(f"{k}={v}" for k, v in decode.items())
+        lines.append(
+            f"- **Decoding**, fixed once for every evaluation of this experiment "
+            f"(`trainer.decode.DecodeConfig`): {text}. Single scale, no flip."
+        )
+    fits = [b for n, b in runs.markers.items() if b["kind"] == "fit"]
+    step_s = [b["outputs"]["step_s"] for b in fits if b["outputs"].get("step_s")]
+    total = sum(b["seconds"] for b in runs.markers.values())
+    lines.append(
+        f"- **Compute**: {len(runs.markers)} steps, {len(fits)} trainings, {total / 3600:.2f} h "
+        f"of step time in all (summed over parallel processes)"
+        + (f"; {np.mean(step_s):.2f} s per training step on average" if step_s else "")
+        + f"; {cfg['parallel']} process(es) at a time, {cfg['threads']} thread(s) each."
+    )
+    return lines + [""]
+
+
+def oracle_section(runs: Runs) -> list[str]:
+    mains = main_datasets(runs)
+    rows = []
+    labels_sets = ["clean", "noisy"] if runs.primary == "clean" else ["val"]
+    for labels in labels_sets:
+        cells = []
+        for scored in labels_sets:
+            for key in ("AP", "AP50"):
+                values = []
+                for d in mains:
+                    body = runs.outputs(f"{d.name}/oracle")
+                    if body and labels in body["oracle"]:
+                        values.append(100 * body["oracle"][labels][scored][key])
+                cells.append(stat(values).fmt())
+        name = {"clean": "clean labels", "noisy": "corrupted labels", "val": "val labels"}[labels]
+        rows.append([name, *cells])
+    header = ["maps rendered from"]
+    for scored in labels_sets:
+        header += [f"AP ({scored} val)", f"AP50 ({scored} val)"]
+    return [
+        "### Oracle AP of the validation labels",
+        "",
+        "Ground-truth maps rendered at the training geometry from each validation annotation "
+        "file and decoded with the experiment's decoder (`trainer evaluate --oracle`), scored "
+        "against each file: the ceiling of label representation plus decoder, and how much "
+        "the defects alone cost.",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+BUCKET_LABELS = {
+    "labelled": "labelled (reference)",
+    "out_of_image": "1 out of image",
+    "occluded": "2 severely occluded",
+    "missed_visible": "3 missed visible",
+    "unannotated": "4 unannotated person",
+    "mixed": "mixed",
+    "all_missing": "all missing",
+}
+
+
+def _analytics_truth(runs: Runs, ds: str, method: str) -> dict[str, Any] | None:
+    body = runs.outputs(f"{ds}/target/{method}")
+    if not body or not body.get("analytics"):
+        return None
+    return body["analytics"].get("truth")
+
+
+def coverage_section(runs: Runs) -> list[str]:
+    mains = [d for d in main_datasets(runs) if runs.outputs(f"{d.name}/coverage")]
+    if not mains:
+        return []
+    covs = [runs.outputs(f"{d.name}/coverage") for d in mains]
+    truths = [_analytics_truth(runs, d.name, "lc") for d in mains]
+    truths = [t for t in truths if t]
+    rows = []
+    for bucket, label in BUCKET_LABELS.items():
+        kp = [c["keypoints"][bucket] for c in covs]
+        pc = [c["paf_cells"][bucket] for c in covs]
+        n_kp, n_pc = sum(k["n"] for k in kp), sum(p["n"] for p in pc)
+        cells = [
+            label,
+            str(n_kp),
+            pct(_ratio(sum(k["teacher"] for k in kp), n_kp)),
+            pct(_ratio(sum(k["gt"] for k in kp), n_kp)),
+            str(n_pc),
+            pct(_ratio(sum(p["teacher"] for p in pc), n_pc)),
+        ]
+        key = "total" if bucket == "all_missing" else bucket
+        for kind in ("heatmaps", "pafs"):
+            if bucket == "labelled" or not truths:
+                cells.append("")
+                continue
+            missing = sum(t[kind]["missing"][key] for t in truths)
+            recovered = sum(t[kind]["recovered"][key] for t in truths)
+            cells.append(pct(_ratio(recovered, missing)))
+        rows.append(cells)
+    threshold = covs[0]["threshold"]
+    samples = sum(c["samples"] for c in covs)
+    return [
+        "### How much of the missing truth the teacher covers",
+        "",
+        f"Over {samples} stored training crops ({len(covs)} seed(s)), supervised cells only. "
+        f"*Keypoints*: true parts in the crop, by why the labels lack them; covered when the "
+        f"teacher's heatmap of that part exceeds {threshold} within one cell (the GT column: "
+        f"the same test on the GT maps, which reach a dropped part only through a neighbour's "
+        f"Gaussian). *PAF cells*: cells of a true limb where the GT field is zero; covered "
+        f"when the teacher's vector along the true limb exceeds {threshold}. *Mass recovered*: "
+        f"`lcdata correct --mode max --clean` analytics, the share of the missing heatmap / "
+        f"PAF mass that the LC targets put back (summed over seeds).",
+        "",
+        *table(
+            [
+                "truth",
+                "keypoints",
+                f"teacher > {threshold}",
+                f"GT > {threshold}",
+                "PAF cells",
+                f"teacher > {threshold}",
+                "heatmap mass recovered",
+                "PAF mass recovered",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
+def _table1_rows(runs: Runs, methods: list[str], *, paper_small: bool = True) -> list[list[str]]:
+    rows = []
+    labels_noisy = "noisy" if runs.primary == "clean" else None
+    for method in methods:
+        m = METHODS[method]
+        s = method_stat(runs, method)
+        if s.n == 0:
+            continue
+        cells = [m.label] + [method_stat(runs, method, key).fmt() for key in METRICS]
+        if labels_noisy:
+            cells.append(method_stat(runs, method, "AP", labels_noisy).fmt())
+        if method == "baseline":
+            cells += ["", ""]
+        else:
+            diff = paired(runs, method, "baseline")
+            cells += [diff.fmt(sign=True), verdict(diff)]
+        cells.append(f"{m.paper_cmu['AP']:.1f}" if m.paper_cmu else "")
+        if paper_small:
+            cells.append(f"{m.paper_small['AP']:.1f}" if m.paper_small else "")
+        rows.append(cells)
+    return rows
+
+
+def table1_section(runs: Runs) -> list[str]:
+    methods = ["baseline", "kd05", "kd1", "lc", "lc_x2", "kd05_lc", "kd05_lc_x2", "clean"]
+    header = ["method", *METRICS]
+    if runs.primary == "clean":
+        header.append("AP (noisy val)")
+    header += ["ΔAP vs Baseline", "verdict", "paper CMU-Pose AP", "paper small NN AP"]
+    n = method_stat(runs, "baseline").n  # seeds evaluated so far
+    synth = runs.primary == "clean"
+    return [
+        "## Table 1 analogue: AP on the "
+        + ("clean validation labels" if synth else "validation labels"),
+        "",
+        f"COCO keypoint metrics x 100, mean ± std over {n} seed(s). ΔAP: per-seed difference "
+        f"to the Baseline of the same seed, mean ± std; verdict by the {CLAIM_SD:g}-std rule "
+        f"(a gain only when the mean difference exceeds {CLAIM_SD:g} standard deviations of "
+        f"the per-seed differences). "
+        + (
+            "APl is n/a: no synthetic person reaches COCO's large area (96² px) in 128 px images. "
+            if synth
+            else ""
+        )
+        + "The paper's columns are its Table 1 (COCO val, CMU-Pose "
+        "52.3M and small NN 5.2M parameters); they are there for the ordering, not the level. "
+        "×2 rows: the LC student is the next teacher of both (a second teacher pass into a "
+        "copy of the cache store).",
+        "",
+        *table(header, _table1_rows(runs, methods)),
+        "",
+    ]
+
+
+def table2_section(runs: Runs) -> list[str]:
+    methods = ["baseline", "lc_hm", "lc_paf", "lc"]
+    if not any(method_stat(runs, m).n for m in methods[1:3]):
+        return []
+    header = ["method", *METRICS]
+    if runs.primary == "clean":
+        header.append("AP (noisy val)")
+    header += ["ΔAP vs Baseline", "verdict", "paper CMU-Pose AP"]
+    rows = _table1_rows(runs, methods, paper_small=False)
+    for row in rows:
+        if row[0] == METHODS["lc"].label:
+            row[0] = "LC (both)"
+    return [
+        "## Table 2 analogue: which maps to correct",
+        "",
+        *table(header, rows),
+        "",
+    ]
+
+
+def analytics_section(runs: Runs) -> list[str]:
+    methods = [m for m in METHODS if m not in ("baseline", "clean")]
+    rows = []
+    for method in methods:
+        found = []
+        for d in main_datasets(runs):
+            body = runs.outputs(f"{d.name}/target/{method}")
+            if body and body.get("analytics"):
+                found.append(body["analytics"])
+        if not found:
+            continue
+        heat_added = stat([a["heatmaps"]["added_fraction"] for a in found])
+        changed = stat(
+            [a["pafs"]["changed_total"] / max(a["supervised_cells"] * len(a["pafs"]["limbs"]), 1)
+             for a in found]
+        )  # fmt: skip
+        cells = [METHODS[method].label, _pct_stat(heat_added), _pct_stat(changed)]
+        truths = [a.get("truth") for a in found if a.get("truth")]
+        for kind in ("heatmaps", "pafs"):
+            if truths:
+                cells.append(
+                    _pct_stat(stat([t[kind]["recovered_fraction"]["total"] for t in truths]))
+                )
+                cells.append(_pct_stat(stat([t[kind]["false_fraction"] for t in truths])))
+            else:
+                cells += ["n/a", "n/a"]
+        rows.append(cells)
+    if not rows:
+        return []
+    return [
+        "### What each target store changed (training crops, supervised cells)",
+        "",
+        "`lcdata correct` analytics, mean ± std over seeds: heatmap mass the targets add "
+        "(share of the GT mass), PAF limb cells that differ from GT, and against the clean "
+        "truth the share of the missing heatmap / PAF mass recovered and the mass added where "
+        "the truth has none (false additions, share of the truth mass). KD blends also "
+        "*remove* GT mass (λ x GT where the teacher is low), which this table does not show.",
+        "",
+        *table(
+            [
+                "targets",
+                "heatmap mass added",
+                "PAF cells changed",
+                "missing heatmap mass recovered",
+                "heatmap false additions",
+                "missing PAF mass recovered",
+                "PAF false additions",
+            ],
+            rows,
+        ),
+        "",
+    ]
+
+
+def _pct_stat(s: Stat) -> str:
+    if s.n == 0:
+        return "n/a"
+    scaled = Stat(tuple(100 * v for v in s.values))
+    return scaled.fmt() + "%"
+
+
+def sweep_rows(runs: Runs) -> list[dict[str, Any]]:
+    rows = []
+    for d in sweep_datasets(runs):
+        corruption = runs.outputs(f"{d.name}/data")
+        missing = None
+        if corruption:
+            split = corruption["corruption"]["splits"]["train"]
+            missing = 1 - split["noisy_keypoints"] / max(split["keypoints"], 1)
+        oracle = runs.outputs(f"{d.name}/oracle")
+        cov = runs.outputs(f"{d.name}/coverage")
+        truth = _analytics_truth(runs, d.name, "lc")
+        kp = cov["keypoints"]["all_missing"] if cov else None
+        rows.append(
+            {
+                "name": d.name,
+                "level": d.level,
+                "all_off": d.name.startswith("none_"),
+                "missing": missing,
+                "oracle_noisy": (
+                    100 * oracle["oracle"]["noisy"]["clean"]["AP"]
+                    if oracle and "noisy" in oracle["oracle"]
+                    else None
+                ),
+                "coverage": _ratio(kp["teacher"], kp["n"]) if kp else None,
+                "recovered": truth["heatmaps"]["recovered_fraction"]["total"] if truth else None,
+                "baseline": runs.metric(d.name, "baseline"),
+                "lc": runs.metric(d.name, "lc"),
+                "baseline50": runs.metric(d.name, "baseline", "AP50"),
+                "lc50": runs.metric(d.name, "lc", "AP50"),
+            }
+        )
+    return rows
+
+
+def _num(value: float | None, digits: int = 1, *, sign: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def sweep_section(runs: Runs, report_dir: Path) -> list[str]:
+    rows = sweep_rows(runs)
+    if not rows:
+        return []
+    body = []
+    for r in rows:
+        gain = None if r["lc"] is None or r["baseline"] is None else r["lc"] - r["baseline"]
+        gain50 = (
+            None if r["lc50"] is None or r["baseline50"] is None else r["lc50"] - r["baseline50"]
+        )
+        level = "all failures off" if r["all_off"] else f"{r['level']:.2f}"
+        body.append(
+            [
+                level,
+                pct(r["missing"]),
+                _num(r["oracle_noisy"]),
+                pct(r["coverage"]),
+                pct(r["recovered"]),
+                _num(r["baseline"]),
+                _num(r["lc"]),
+                _num(gain, sign=True),
+                _num(gain50, sign=True),
+            ]
+        )
+    seed = runs.cfg["sweep"]["seeds"][0]
+    _sweep_figure(rows, report_dir / SWEEP_FIG)
+    return [
+        "## Defect sweep: LC gain as the labels get worse",
+        "",
+        f"Seed {seed}, one data set per level (the images are the same at every level: the "
+        f"scene and the failures draw from separate generators), a teacher (= Baseline) and an "
+        f"LC student per level, everything else as above. p = q is the rate of missed visible "
+        f"keypoints and of unannotated persons; out-of-image and severely occluded keypoints "
+        f"stay unlabelled at every level. One seed per level: read the trend, not single "
+        f"differences (the seed spread of the main table is the yardstick).",
+        "",
+        *table(
+            [
+                "p = q",
+                "train keypoints missing",
+                "oracle AP of corrupted val",
+                "teacher covers dropped keypoints",
+                "heatmap mass recovered",
+                "Baseline AP",
+                "LC AP",
+                "LC gain",
+                "LC gain AP50",
+            ],
+            body,
+        ),
+        "",
+        f"![AP against the defect rate]({SWEEP_FIG})",
+        "",
+    ]
+
+
+def _sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    pts = [r for r in rows if not r["all_off"] and r["baseline"] is not None]
+    fig = Figure(figsize=(5, 3.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for key, label, style in (("baseline", "Baseline", "o-"), ("lc", "LC", "s-")):
+        xs = [r["level"] for r in pts if r[key] is not None]
+        ys = [r[key] for r in pts if r[key] is not None]
+        ax.plot(xs, ys, style, label=label)
+    ax.set_xlabel("p = q (missed visible, unannotated)")
+    ax.set_ylabel("AP x 100 (clean val)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def curves_section(runs: Runs, report_dir: Path) -> list[str]:
+    series: dict[str, dict[int, list[float]]] = {}
+    for method in runs.cfg["protocol"]["curves"]:
+        for d in main_datasets(runs):
+            body = runs.outputs(f"{d.name}/curve/{method}")
+            if not body:
+                continue
+            for point in body["points"]:
+                value = point["metrics"][runs.primary]["AP"]
+                series.setdefault(method, {}).setdefault(point["step"], []).append(100 * value)
+    if not series:
+        return []
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    rows = []
+    steps_all = sorted({s for pts in series.values() for s in pts})
+    for method, pts in series.items():
+        steps = sorted(pts)
+        means = [float(np.mean(pts[s])) for s in steps]
+        sds = [float(np.std(pts[s], ddof=1)) if len(pts[s]) > 1 else 0.0 for s in steps]
+        ax.errorbar(steps, means, yerr=sds, marker="o", capsize=3, label=METHODS[method].label)
+        rows.append(
+            [METHODS[method].label] + [Stat(tuple(pts.get(s, []))).fmt() for s in steps_all]
+        )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("AP x 100 (clean val)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(report_dir / FIG5, dpi=110)
+    return [
+        "## Fig. 5 analogue: validation AP during training",
+        "",
+        "AP of the checkpoints every `checkpoint_every` steps (kept by the experiment runner), "
+        "mean ± std over seeds; the learning rate drops at "
+        f"{float(runs.cfg['train'].get('lr_decay_at', 0.5)):.0%} of the steps.",
+        "",
+        *table(["method", *[f"step {s}" for s in steps_all]], rows),
+        "",
+        f"![validation AP against training steps]({FIG5})",
+        "",
+    ]
+
+
+def figures_section(runs: Runs, report_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for d in main_datasets(runs):
+        body = runs.outputs(f"{d.name}/figures")
+        if not body:
+            continue
+        lines += [
+            "## Fig. 3 analogue: GT, teacher and corrected maps",
+            "",
+            f"`lcdata show` of the training crops (seed {d.seed}) where the LC targets added the "
+            "most heatmap mass among the first 256: the crop with its ignore mask, then for GT, "
+            "teacher and LC target the part heatmaps (top) and the PAFs (bottom; hue = "
+            "direction, brightness = length).",
+            "",
+        ]
+        for k, pic in enumerate(body["pictures"]):
+            name = FIG3.format(k + 1)
+            report_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(runs.out / pic["png"], report_dir / name)
+            lines += [f"![sample {pic['index']}]({name})", ""]
+        break
+    return lines
+
+
+def noisy_eval_section(runs: Runs) -> list[str]:
+    if runs.primary != "clean":
+        return []
+    methods = [m for m in METHODS if method_stat(runs, m).n]
+    if not methods:
+        return []
+    rows = []
+    for m in methods:
+        clean, noisy = method_stat(runs, m), method_stat(runs, m, "AP", "noisy")
+        delta = stat(
+            [
+                None if (a := runs.metric(d.name, m)) is None else
+                (runs.metric(d.name, m, "AP", "noisy") or 0.0) - a
+                for d in main_datasets(runs)
+            ]
+        )  # fmt: skip
+        rows.append([METHODS[m].label, clean.fmt(), noisy.fmt(), delta.fmt(sign=True)])
+    order_clean = sorted(methods, key=lambda m: -method_stat(runs, m).mean)
+    order_noisy = sorted(methods, key=lambda m: -method_stat(runs, m, "AP", "noisy").mean)
+    same = order_clean == order_noisy
+    return [
+        "## Evaluating against the noisy validation labels",
+        "",
+        "The same predictions scored against the corrupted validation file: unannotated "
+        "persons become false positives and missing keypoints change the OKS.",
+        "",
+        *table(["method", "AP (clean val)", "AP (noisy val)", "noisy - clean"], rows),
+        "",
+        "Ranking by mean AP is "
+        + ("the same on both files." if same else "different on the two files: ")
+        + (
+            ""
+            if same
+            else "clean "
+            + " > ".join(METHODS[m].label for m in order_clean)
+            + "; noisy "
+            + " > ".join(METHODS[m].label for m in order_noisy)
+            + "."
+        ),
+        "",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Discussion, written from the numbers
+
+
+def _claim(runs: Runs, a: str, b: str, key: str = "AP") -> tuple[Stat, str]:
+    diff = paired(runs, a, b, key)
+    return diff, verdict(diff)
+
+
+def discussion_section(runs: Runs) -> list[str]:
+    n = method_stat(runs, "baseline").n  # seeds evaluated so far
+    lines = ["## Discussion", ""]
+    base = method_stat(runs, "baseline")
+    if base.n == 0:
+        return lines + ["No model has been evaluated yet.", ""]
+    label = {m: METHODS[m].label for m in METHODS}
+    bullets = []
+    # 1. the headline comparison
+    for method in ("lc", "kd05", "kd05_lc", "kd1"):
+        if method_stat(runs, method).n == 0:
+            continue
+        diff, word = _claim(runs, method, "baseline")
+        diff50, word50 = _claim(runs, method, "baseline", "AP50")
+        bullets.append(
+            f"**{label[method]} vs Baseline**: ΔAP {diff.fmt(sign=True)} ({word}), ΔAP50 "
+            f"{diff50.fmt(sign=True)} ({word50}), over {diff.n} seed(s)."
+        )
+    # 2. the paper's ordering, claim by claim
+    checks = [
+        ("lc", "baseline", "LC > Baseline"),
+        ("lc", "kd05", "LC > KD (λ=0.5)"),
+        ("kd05", "baseline", "KD (λ=0.5) > Baseline"),
+        ("kd05", "kd1", "KD (λ=0.5) > KD (λ=1)"),
+        ("lc", "lc_hm", "LC (both) > LC (confidence maps)"),
+        ("lc", "lc_paf", "LC (both) > LC (PAFs)"),
+    ]
+    held, resolved, parts = 0, 0, []
+    for a, b, text in checks:
+        diff = paired(runs, a, b)
+        if diff.n == 0:
+            continue
+        ok = diff.mean > 0
+        held += ok
+        word = verdict(diff)
+        resolved += word in ("gain", "loss")
+        state = "holds" if ok else ("tie" if diff.mean == 0 else "does not hold")
+        parts.append(f"{text}: {state} ({diff.fmt(sign=True)}, {word})")
+    if parts:
+        bullets.append(
+            f"**The paper's ordering** (CMU-Pose: LC > KD (λ=0.5) > Baseline > KD (λ=1); both "
+            f"maps > either alone): {held} of {len(parts)} pairwise claims hold in sign, "
+            f"{resolved} of them are resolved by the {CLAIM_SD:g}-std rule. "
+            + "; ".join(parts)
+            + "."
+        )
+    for method, first in (("lc_x2", "lc"), ("kd05_lc_x2", "kd05_lc")):
+        diff = paired(runs, method, first)
+        if diff.n:
+            bullets.append(
+                f"**Iteration** ({label[method]} vs {label[first]}): {diff.fmt(sign=True)} "
+                f"({verdict(diff)}); the paper saw no gain from a second round either."
+            )
+    clean = method_stat(runs, "clean")
+    lc = method_stat(runs, "lc")
+    if clean.n and lc.n:
+        gap = clean.mean - base.mean
+        closed = (lc.mean - base.mean) / gap if gap > 0 else None
+        bullets.append(
+            f"**Room to improve**: clean training labels give {clean.fmt()} AP against the "
+            f"Baseline's {base.fmt()}; LC closes "
+            + (f"{closed:.0%}" if closed is not None else "n/a")
+            + " of that gap (mean over seeds)."
+        )
+    covs = [runs.outputs(f"{d.name}/coverage") for d in main_datasets(runs)]
+    covs = [c for c in covs if c]
+    if covs:
+        kp_missing = [c["keypoints"]["all_missing"] for c in covs]
+        kp_lab = [c["keypoints"]["labelled"] for c in covs]
+        cov_missing = _ratio(sum(k["teacher"] for k in kp_missing), sum(k["n"] for k in kp_missing))
+        cov_lab = _ratio(sum(k["teacher"] for k in kp_lab), sum(k["n"] for k in kp_lab))
+        truths = [_analytics_truth(runs, d.name, "lc") for d in main_datasets(runs)]
+        truths = [t for t in truths if t]
+
+        def share(kind: str, key: str) -> float | None:
+            if not truths:
+                return None
+            total = sum(t[kind]["truth_mass"] for t in truths)
+            if key == "recovered":
+                return _ratio(
+                    sum(t[kind]["recovered"]["total"] for t in truths),
+                    sum(t[kind]["missing"]["total"] for t in truths),
+                )
+            return _ratio(sum(t[kind]["false_additions"] for t in truths), total)
+
+        bullets.append(
+            f"**What the teacher could give**: its heatmap exceeds "
+            f"{covs[0]['threshold']} at {pct(cov_missing)} of the true keypoints the labels "
+            f"lack (at {pct(cov_lab)} of the labelled ones). The LC targets recover "
+            f"{pct(share('heatmaps', 'recovered'))} of the missing heatmap mass and "
+            f"{pct(share('pafs', 'recovered'))} of the missing PAF mass, but also add mass "
+            f"where the truth has none: {pct(share('heatmaps', 'false'))} (heatmaps) and "
+            f"{pct(share('pafs', 'false'))} (PAFs) of the truth's mass. LC can only add what "
+            f"the teacher predicts, and it takes the teacher's errors with it: every cell where "
+            f"the teacher is above an empty label is overwritten."
+        )
+    rows = sweep_rows(runs)
+    pts = [
+        r for r in rows if not r["all_off"] and r["lc"] is not None and r["baseline"] is not None
+    ]
+    if len(pts) >= 2:
+        gains = ", ".join(f"{r['level']:.2f}: {r['lc'] - r['baseline']:+.1f}" for r in pts)
+        zero = [r for r in pts if r["level"] == 0.0]
+        text = f"**Sweep** (LC - Baseline AP by p = q, one seed): {gains}."
+        if zero:
+            g = zero[0]["lc"] - zero[0]["baseline"]
+            sd = paired(runs, "lc", "baseline").sd
+            hurt = g < -CLAIM_SD * sd if sd else g < 0
+            text += (
+                " At p = q = 0 (only out-of-image and occlusion drops) LC "
+                + ("costs" if g < 0 else "changes")
+                + f" {g:+.1f} AP, "
+                + ("beyond" if hurt else "within")
+                + " the seed spread of the main comparison"
+                + (f" ({CLAIM_SD:g} x {sd:.1f})." if sd else ".")
+            )
+        bullets.append(text)
+    if n < 3:
+        bullets.append(f"**Seeds**: {n} seed(s) only; differences are reported, not claimed.")
+    else:
+        bullets.append(
+            f"**What the spread allows**: with {n} seeds the Baseline's AP varies by "
+            f"{base.sd:.1f} (std); a paired difference is called a gain only beyond "
+            f"{CLAIM_SD:g} std of the per-seed differences, so effects of the paper's size "
+            f"(1-2 AP) can be resolved only where the runs agree closely."
+        )
+    if runs.primary == "clean":
+        bullets.append(
+            "**Scope**: a 0.3M-parameter model trained for about a thousand steps on 128 px "
+            "synthetic figures is far from CMU-Pose on COCO; the experiment tests the "
+            "mechanism (does correcting defective labels with a teacher's outputs help, when "
+            "the defects are known), not the paper's absolute numbers."
+        )
+    return lines + [f"- {b}" for b in bullets] + [""]
+
+
+def smoke_section(smoke: Path | None) -> list[str]:
+    if smoke is None or not (smoke / RESOLVED).is_file():
+        return []
+    runs = load_runs(smoke)
+    mains = main_datasets(runs)
+    if not mains:
+        return []
+    d = mains[0]
+    rows = []
+    oracle = runs.outputs(f"{d.name}/oracle")
+    if oracle:
+        o = oracle["oracle"]["val"]["val"]
+        rows.append(
+            ["oracle (val labels rendered and decoded)", _num(100 * o["AP"]), _num(100 * o["AP50"])]
+        )
+    for method in ["baseline", *runs.cfg["protocol"]["methods"], *runs.cfg["protocol"]["iterate"]]:
+        ap, ap50 = runs.metric(d.name, method), runs.metric(d.name, method, "AP50")
+        if ap is not None:
+            rows.append([METHODS[method].label, _num(ap), _num(ap50)])
+    cfg = runs.cfg
+    store = runs.outputs(f"{d.name}/gt_store")
+    fits = [b["outputs"] for k, b in runs.markers.items() if b["kind"] == "fit"]
+    return [
+        "## COCO-MINI: a smoke run on real photos",
+        "",
+        f"**A smoke run, not a result.** The same chain on `{cfg['data']['train_annotations']}`"
+        f" (80 images) -> `{cfg['data']['val_annotations']}` (79 images): "
+        f"{store['num_samples'] if store else '?'} training crops of {cfg['store']['input_size']}"
+        f" px, stride {cfg['store']['stride']}, `{cfg['train'].get('model')}` trained "
+        f"{cfg['train'].get('steps')} steps from scratch, {len(fits)} trainings. It shows that "
+        f"the teacher pass, correction, training and evaluation run on real images; the AP of "
+        f"such a model says nothing about label correction.",
+        "",
+        *table(["model", "AP x 100 (val2017 subset)", "AP50"], rows),
+        "",
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+
+
+def write_report(out: Path, report_dir: Path, *, smoke_run: Path | None = None) -> Path:
+    """Write results.md (and its PNGs) into `report_dir` from the runs in `out`."""
+    out, report_dir = Path(out).resolve(), Path(report_dir)
+    runs = load_runs(out)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    title = (
+        "# Results: label correction on the synthetic benchmark"
+        if runs.primary == "clean"
+        else f"# Results: {runs.cfg['name']}"
+    )
+    try:
+        where = out.relative_to(resolve_path("."))
+    except ValueError:
+        where = out
+    lines = [
+        title,
+        "",
+        f"Written by `python -m experiments.report` from the runs in `{where}` "
+        f"(config `{Path(runs.cfg.get('config_file', '')).name}`), "
+        f"{time.strftime('%Y-%m-%d %H:%M')}. Regenerate it rather than editing it; how to run "
+        f"the experiment: [experiments.md](experiments.md).",
+        "",
+        *setup_section(runs),
+        "## Before training students",
+        "",
+        *oracle_section(runs),
+        *coverage_section(runs),
+        *table1_section(runs),
+        *table2_section(runs),
+        *analytics_section(runs),
+        *curves_section(runs, report_dir),
+        *sweep_section(runs, report_dir),
+        *noisy_eval_section(runs),
+        *figures_section(runs, report_dir),
+        *discussion_section(runs),
+        *smoke_section(smoke_run),
+    ]
+    path = report_dir / "results.md"
+    path.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+@click.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path), required=False)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where results.md goes [default: the run's report_dir, else OUT/report].",
+)
+@click.option(
+    "--smoke-run",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Experiment folder of the COCO-MINI smoke run [default: the config's].",
+)
+def main(out: Path | None, report_dir: Path | None, smoke_run: Path | None) -> None:
+    """Write the report of the experiment in OUT [default: runs/lc_synth]."""
+    out = out or resolve_path("runs/lc_synth")
+    if not (out / RESOLVED).is_file():
+        raise click.ClickException(f"{out}: no {RESOLVED} (run python -m experiments.run first)")
+    cfg = load_resolved(out)
+    if report_dir is None:
+        report_dir = resolve_path(cfg["report_dir"]) if cfg["report_dir"] else out / "report"
+    if smoke_run is None and cfg.get("smoke_run"):
+        smoke_run = resolve_path(cfg["smoke_run"])
+    path = write_report(out, report_dir, smoke_run=smoke_run)
+    click.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

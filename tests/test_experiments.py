@@ -1,0 +1,176 @@
+"""The experiment runner: --quick runs the whole protocol, is resumable, and writes the report.
+
+The numbers of a 20-step run mean nothing; these tests check that every step ran, that a
+re-run skips finished steps, that child processes run steps, and that the report has its
+tables and figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from experiments.report import Stat, verdict
+from experiments.run import (
+    QUICK_CONFIG,
+    CheckpointKeeper,
+    Step,
+    load_config,
+    main,
+    marker_path,
+    plan,
+    select,
+)
+from lcdata.errors import LcposeError
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One --quick experiment with its report, shared by the tests below (~1 min)."""
+    threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("experiment")
+    out, docs = root / "out", root / "docs"
+    result = CliRunner().invoke(main, ["--quick", "--out", str(out), "--report-dir", str(docs)])
+    torch.set_num_threads(threads)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out, docs, result.output
+
+
+def test_quick_runs_every_step_of_the_plan(quick_run):
+    out, _, output = quick_run
+    steps = plan(load_config(QUICK_CONFIG))
+    kinds = {s.kind for s in steps}
+    assert kinds == {
+        "synth", "gt_store", "oracle", "fit", "export", "teacher_pass", "coverage", "correct",
+        "evaluate", "curve", "figures",
+    }  # fmt: skip
+    missing = [s.name for s in steps if not marker_path(out, s.name).is_file()]
+    assert missing == []
+    assert f"{len(steps)} steps run, 0 already done" in output
+    # every evaluation scored the same predictions against the clean and the noisy labels
+    body = json.loads(marker_path(out, "p0.10_q0.10_s0/eval/lc").read_text())
+    assert set(body["outputs"]["metrics"]) == {"clean", "noisy"}
+    # the LC x2 student trained on targets of the first LC student, in a second cache store
+    x2 = json.loads(marker_path(out, "p0.10_q0.10_s0/teacher_pass/lc").read_text())
+    assert x2["args"]["teacher"].endswith("models/lc.pt2")
+    assert (out / "p0.10_q0.10_s0" / "cache_lc.zarr").is_dir()
+    # learning curves: the runner kept the checkpoints of every checkpoint_every steps
+    kept = sorted(p.name for p in (out / "p0.10_q0.10_s0/runs/lc/steps").glob("*.pt"))
+    assert kept == ["step_0000010.pt", "step_0000020.pt"]
+    cov = json.loads((out / "p0.10_q0.10_s0" / "coverage.json").read_text())
+    assert cov["keypoints"]["labelled"]["n"] > 0 and cov["keypoints"]["all_missing"]["n"] > 0
+
+
+def test_report_has_its_tables_and_figures(quick_run):
+    _, docs, _ = quick_run
+    text = (docs / "results.md").read_text()
+    for heading in (
+        "### Oracle AP of the validation labels",
+        "### How much of the missing truth the teacher covers",
+        "## Table 1 analogue",
+        "## Table 2 analogue",
+        "## Fig. 5 analogue",
+        "## Defect sweep",
+        "## Fig. 3 analogue",
+        "## Discussion",
+    ):
+        assert heading in text, heading
+    for row in ("| Baseline |", "| LC |", "| KD (λ=0.5) |", "| LC ×2 |", "| LC (both) |"):
+        assert row in text, row
+    assert "| clean labels (upper bound) |" in text
+    assert "| 0.00 |" in text  # the sweep's p = q = 0 level
+    for png in ("results_fig5_curves.png", "results_sweep.png", "results_fig3_1.png"):
+        assert (docs / png).stat().st_size > 1000
+        assert f"]({png})" in text
+
+
+def test_rerun_skips_done_steps_and_children_run_the_rest(quick_run, tmp_path):
+    out, _, _ = quick_run
+    runner = CliRunner()
+    again = runner.invoke(main, ["--quick", "--out", str(out), "--no-report"])
+    assert again.exit_code == 0, again.output
+    assert "0 steps run" in again.output
+    # as after a kill: two evaluations lost their markers; two child processes redo them
+    names = ["p0.10_q0.10_s0/eval/baseline", "p0.10_q0.10_s0/eval/lc"]
+    for name in names:
+        marker_path(out, name).unlink()
+    args = ["--quick", "--out", str(out), "--no-report", "--parallel", "2"]
+    redo = runner.invoke(main, [*args, "--only", "*/eval/baseline", "*/eval/lc"])
+    assert redo.exit_code == 0, redo.output
+    assert "2 steps run" in redo.output
+    assert all(marker_path(out, n).is_file() for n in names)
+    assert (out / "logs" / "p0.10_q0.10_s0__eval__lc.log").is_file()
+
+
+def test_only_adds_unfinished_dependencies():
+    steps = [
+        Step("a", "synth"),
+        Step("b", "gt_store", ("a",)),
+        Step("c", "fit", ("b",)),
+        Step("d", "fit", ("b",)),
+    ]
+    assert [s.name for s in select(steps, ["c"], done=set())] == ["a", "b", "c"]
+    assert [s.name for s in select(steps, ["c"], done={"a", "b"})] == ["c"]
+    assert [s.name for s in select(steps, ["?"], done={"a"})] == ["a", "b", "c", "d"]
+    with pytest.raises(LcposeError, match="no step matches"):
+        select(steps, ["e*"], done=set())
+
+
+def test_config_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'base = "{QUICK_CONFIG}"\n[store]\nsigmaa = 3\n')
+    with pytest.raises(LcposeError, match=r"bad.toml: unknown key 'store.sigmaa'"):
+        load_config(bad)
+    bad.write_text(f'base = "{QUICK_CONFIG}"\n[protocol]\nmethods = ["lc", "xx"]\n')
+    with pytest.raises(LcposeError, match="unknown student method 'xx'"):
+        load_config(bad)
+    bad.write_text(f'base = "{QUICK_CONFIG}"\n[protocol]\nmethods = ["kd05"]\n')
+    with pytest.raises(LcposeError, match="'lc_x2' needs its teacher 'lc'"):
+        load_config(bad)
+    bad.write_text(f'base = "{QUICK_CONFIG}"\n[train]\nstepz = 3\n')
+    with pytest.raises(LcposeError, match=r"\[train\].*stepz"):
+        load_config(bad)
+
+
+def test_quick_config_inherits_the_full_protocol():
+    cfg = load_config(QUICK_CONFIG)
+    assert cfg["store"]["stride"] == 4 and cfg["store"]["input_size"] == 128
+    assert cfg["train"]["model"] == "tiny" and cfg["train"]["lr"] == 1e-3  # from lc_synth
+    assert cfg["train"]["steps"] == 20  # overridden
+    names = {s.name for s in plan(cfg)}
+    # the sweep's level 0.1 is the main data set: shared, not duplicated
+    assert "p0.00_q0.00_s0/fit/lc" in names and "p0.10_q0.10_s0/fit/lc" in names
+    assert not any(n.startswith("p0.10_q0.10_s1") for n in names)
+
+
+def test_checkpoint_keeper_keeps_each_step(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    keeper = CheckpointKeeper(run)
+    for step in (5, 10):
+        torch.save({"step": step, "model": {}, "optimizer": {"x": 1}}, run / "checkpoint.pt")
+        os.utime(run / "checkpoint.pt", ns=(step * 10**9, step * 10**9))  # distinct mtimes
+        keeper.poll()
+        keeper.poll()  # the same file again: nothing new
+    kept = sorted((run / "steps").glob("*.pt"))
+    assert [p.name for p in kept] == ["step_0000005.pt", "step_0000010.pt"]
+    assert "optimizer" not in torch.load(kept[0], weights_only=True)
+
+
+def test_verdict_needs_two_standard_deviations():
+    assert verdict(Stat((1.0, 1.2, 0.8))) == "gain"
+    assert verdict(Stat((1.0, -0.5, 2.0))) == "no clear difference"
+    assert verdict(Stat((-2.0, -2.1, -1.9))) == "loss"
+    assert verdict(Stat((3.0,))) == "single seed, no claim"
