@@ -52,6 +52,8 @@ class BuildConfig:
             raise LcposeError(f"--views-per-image must be >= 1, got {self.views_per_image}")
         if self.samples_per_shard < 1:
             raise LcposeError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        if self.seed < 0:
+            raise LcposeError(f"--seed must be >= 0, got {self.seed}")
 
 
 def make_view(
@@ -157,7 +159,9 @@ def build_attrs(
 _RESUME_KEYS = ("num_samples", "samples_per_shard", "skeleton", "render", "augment", "build")
 
 
-def prepare_store(out: str | Path, attrs: dict[str, Any], *, resume: bool) -> Any:
+def prepare_store(
+    out: str | Path, attrs: dict[str, Any], *, resume: bool, part: tuple[int, int] | None = None
+) -> Any:
     """Create the store, or reopen it for --resume after checking it was built the same way."""
     out = Path(out)
     exists = out.exists() and any(not p.name.startswith(".lcpose-lock") for p in out.iterdir())
@@ -176,7 +180,16 @@ def prepare_store(out: str | Path, attrs: dict[str, Any], *, resume: bool) -> An
             )
     if old.get("source", {}).get("annotations_sha256") != attrs["source"]["annotations_sha256"]:
         raise LcposeError(f"{out}: cannot resume: the annotation file changed since the build")
-    return st.open_store(out, mode="r+", require_complete=False)
+    group = st.open_store(out, mode="r+", require_complete=False)
+    if "progress/gt" not in group:
+        # killed while creating the arrays (progress/gt is created last): nothing was written
+        if part is not None:
+            raise LcposeError(
+                f"{out}: store is being created by another slice, or its creation was killed; "
+                f"retry, or resume it once without --shard"
+            )
+        return st.create_cache(out, attrs)
+    return group
 
 
 def iter_shards(
@@ -247,7 +260,7 @@ def build_gt_store(
     if part is not None and not resume and Path(out).exists():
         resume = True  # slices share one store: the first creates it, the others join
     with st.write_lock(out, part=part):
-        group = prepare_store(out, attrs, resume=resume)
+        group = prepare_store(out, attrs, resume=resume, part=part)
         n, per = attrs["num_samples"], attrs["samples_per_shard"]
         todo = st.pending_shards(group, "gt", part=part or (0, 1))
 

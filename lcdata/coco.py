@@ -28,6 +28,9 @@ from lcdata.errors import LcposeError
 NUM_COCO_KEYPOINTS = 17
 PERSON_CATEGORY = 1
 MAX_IMAGE_SIDE = 1 << 15
+MAX_COORD = 2 * MAX_IMAGE_SIDE
+"""Largest |coordinate| (px) of a keypoint, box or polygon: farther is a broken file, and
+pycocotools' polygon rasteriser needs memory in proportion to the polygon's perimeter."""
 
 
 @dataclass
@@ -73,6 +76,12 @@ def _parse_keypoints(ann: dict, key: str, source: str) -> np.ndarray:
         raise LcposeError(
             f"{source}: annotation id={ann.get('id')}: '{key}' holds a non-finite or "
             f"non-numeric value"
+        )
+    # checked before the float32 cast, which would turn 1e300 into inf
+    if any(abs(v) > MAX_COORD for v in flat):
+        raise LcposeError(
+            f"{source}: annotation id={ann.get('id')}: '{key}' has a coordinate beyond "
+            f"+-{MAX_COORD} px"
         )
     kps = np.asarray(flat, np.float32).reshape(NUM_COCO_KEYPOINTS, 3)
     if not np.isin(kps[:, 2], (0, 1, 2)).all():
@@ -127,6 +136,9 @@ def load_coco(
     for i, img in enumerate(images):
         where = f"{source}: images[{i}]"
         image_id = _require(img, "id", int, where)
+        if not 0 <= image_id < 1 << 63:
+            # ids seed the per-sample generators and are stored as int64
+            raise LcposeError(f"{where}: image id {image_id} is not in [0, 2^63)")
         file_name = _require(img, "file_name", str, where)
         height = _require(img, "height", int, where)
         width = _require(img, "width", int, where)
@@ -149,9 +161,14 @@ def load_coco(
         image_id = _require(ann, "image_id", int, where)
         if image_id not in records:
             raise LcposeError(f"{where}: id={ann_id} refers to unknown image id {image_id}")
+        if "category_id" in ann:
+            _require(ann, "category_id", int, where)
         if ann.get("category_id", PERSON_CATEGORY) != PERSON_CATEGORY:
             continue
-        crowd = bool(ann.get("iscrowd", 0))
+        iscrowd = ann.get("iscrowd", 0)
+        if not isinstance(iscrowd, (int, float)) or iscrowd not in (0, 1):
+            raise LcposeError(f"{where}: id={ann_id}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
+        crowd = bool(iscrowd)
         field_name = keypoint_field if keypoint_field in ann else "keypoints"
         if crowd and field_name not in ann:
             records[image_id].ignore.append(ann)
@@ -164,6 +181,8 @@ def load_coco(
             continue
         bbox = ann.get("bbox")
         if isinstance(bbox, list) and len(bbox) == 4 and all(_number(v) for v in bbox):
+            if max(abs(v) for v in bbox) > MAX_COORD:
+                raise LcposeError(f"{where}: id={ann_id}: bbox {bbox} is beyond +-{MAX_COORD} px")
             box = np.asarray(bbox, np.float32)
         else:
             box = _keypoint_box(kps)
@@ -202,8 +221,14 @@ def ignore_mask(record: ImageRecord) -> np.ndarray:
                 polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
                 if not polys:
                     raise ValueError("no polygon with 3 or more points")
+                if not all(_number(v) and abs(v) <= MAX_COORD for p in polys for v in p):
+                    # pycocotools hangs on NaN/inf and runs out of memory on huge values
+                    raise ValueError(f"polygon values must be numbers within +-{MAX_COORD} px")
                 rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
             elif isinstance(seg, dict) and "counts" in seg:
+                if seg.get("size") != [h, w]:
+                    # checked before decoding: a huge size would allocate height x width bytes
+                    raise ValueError(f"RLE size {seg.get('size')} is not the image's [{h}, {w}]")
                 rle = seg if not isinstance(seg["counts"], list) else None
                 if rle is None:
                     rle = mask_utils.frPyObjects(seg, h, w)
@@ -213,7 +238,7 @@ def ignore_mask(record: ImageRecord) -> np.ndarray:
                 mask[y0 : int(np.ceil(y + bh)), x0 : int(np.ceil(x + bw))] = 0
                 continue
             region = mask_utils.decode(rle)
-        except (ValueError, TypeError, KeyError, IndexError) as err:
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as err:
             raise LcposeError(
                 f"image id={record.image_id}: annotation id={ann.get('id')}: unreadable "
                 f"segmentation ({err})"

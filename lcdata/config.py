@@ -8,6 +8,7 @@ where stride 8 leaves too few cells per person (see docs/synthetic.md).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -40,7 +41,8 @@ class RenderConfig:
                 f"render config: input size {self.input_size} is not a multiple of "
                 f"stride {self.stride}"
             )
-        if self.sigma <= 0 or self.paf_half_width <= 0:
+        # written so that NaN fails too (NaN <= 0 is false)
+        if not (0 < self.sigma < math.inf and 0 < self.paf_half_width < math.inf):
             raise LcposeError(f"render config: sigma and PAF width must be positive: {self}")
 
     @property

@@ -422,20 +422,23 @@ def _prepare_output(
                     f"{attrs['correction'].get(key)!r})"
                 )
         group = st.open_store(out, mode="r+", require_complete=False)
-        if old.get("complete"):
+        if "progress/target" in group:
+            if old.get("complete"):
+                return group
+            st.update_attrs(group, complete=False)
             return group
-        st.update_attrs(group, complete=False)
-        return group
-    group = zarr.open_group(str(out), mode="w")
+        # killed while creating the arrays (progress/target is created last): start afresh
+    group = st.new_group(out)  # keeps our lock file, unlike zarr's mode="w"
     group.attrs[st.ATTR_KEY] = {**attrs, "schema_version": st.SCHEMA_VERSION, "complete": False}
     st.create_maps(group, "target", attrs)
-    st.create_progress(
-        group, "target", st.num_shards(attrs["num_samples"], attrs["samples_per_shard"])
-    )
     if copy_inputs:
         for name in INPUT_ARRAYS:
             if name in src:
                 _mirror_array(group, name, src[name])
+    # last: a store with progress/target has every array it writes into
+    st.create_progress(
+        group, "target", st.num_shards(attrs["num_samples"], attrs["samples_per_shard"])
+    )
     return group
 
 

@@ -64,6 +64,20 @@ def load_sample(path: str | Path, index: int) -> dict[str, object]:
     n = int(attrs["num_samples"])
     if not 0 <= index < n:
         raise LcposeError(f"--index {index}: the store has samples 0..{n - 1}")
+    if attrs.get("complete") is not True:
+        # an unwritten sample reads as fill values (a black crop, empty maps): refuse it
+        group = zarr.open_group(str(path), mode="r")
+        shard = index // int(attrs["samples_per_shard"])
+        pending = [
+            stage
+            for stage in attrs.get("stages", [])
+            if f"progress/{stage}" in group and not group[f"progress/{stage}"][shard]
+        ]
+        if pending:
+            raise LcposeError(
+                f"{path}: store is incomplete and sample {index} is not written yet (shard "
+                f"{shard} of stage {', '.join(pending)} pending); finish it with --resume"
+            )
 
     def read(name: str) -> np.ndarray:
         return np.asarray(zarr.open_array(str(input_store(path, name) / name), mode="r")[index])

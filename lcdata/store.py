@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -98,6 +99,24 @@ def create_progress(group: zarr.Group, stage: str, num_shards: int) -> None:
     )
 
 
+def new_group(path: str | Path) -> zarr.Group:
+    """An empty zarr group at `path`; whatever was there goes, except writer lock files.
+
+    zarr's mode="w" deletes the whole folder, the caller's `.lcpose-lock*` included, which
+    would let a second writer in while this one fills the store.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for child in path.iterdir():
+        if child.name.startswith(".lcpose-lock"):
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    return zarr.open_group(str(path), mode="a")
+
+
 def create_cache(
     path: str | Path, attrs: dict[str, Any], *, with_images: bool = True
 ) -> zarr.Group:
@@ -110,7 +129,7 @@ def create_cache(
     n, shard = attrs["num_samples"], attrs["samples_per_shard"]
     cfg = RenderConfig.from_attrs(attrs["render"])
     s, h = cfg.input_size, cfg.grid_size
-    group = zarr.open_group(str(path), mode="w")
+    group = new_group(path)
     group.attrs[ATTR_KEY] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
     if with_images:
         _create(group, "images", (n, s, s, 3), "uint8", shard, ("sample", "y", "x", "rgb"))

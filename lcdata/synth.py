@@ -546,6 +546,8 @@ def generate(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Write the whole benchmark and `corruption.json`; returns what that file holds."""
+    if seed < 0:
+        raise LcposeError(f"--seed must be >= 0, got {seed}")  # numpy seeds are non-negative
     report: dict[str, Any] = {"seed": seed, "config": cfg.to_attrs(), "splits": {}}
     for split, n in (("train", num_train), ("val", num_val)):
         report["splits"][split] = generate_split(

@@ -189,6 +189,10 @@ def fit(
     with _session(cfg) as env:
         ckpt = _prior_checkpoint(out_dir, resume=resume)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
+        # the global generators this project does not use but third-party code may: seeded too,
+        # so that two runs of one config write identical checkpoints (their RNG states included)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)  # noqa: NPY002
         model = build_model(cfg.model, spec.skeleton, spec.stride, **cfg.model_kwargs)
         if ckpt is not None:
             path = out_dir / CHECKPOINT
@@ -205,7 +209,6 @@ def fit(
             except (RuntimeError, ValueError, KeyError) as err:  # e.g. a changed model layout
                 text = " ".join(str(err).split())[:200]
                 raise LcposeError(f"{out_dir / CHECKPOINT}: cannot resume: {text}") from None
-            _set_rng_state(ckpt["rng"])
             start = int(ckpt["step"])
         if env.world_size > 1:
             dist.barrier()  # every rank has checked --out before rank 0 writes into it
@@ -225,6 +228,10 @@ def fit(
             flip=cfg.augment_flip,
         )
         batches = make_loader(stream, workers=cfg.workers, pin_memory=env.device.type == "cuda")
+        if ckpt is not None:
+            # after the loader, which draws its base seed from the global generator: a resumed
+            # run then holds the generator states of an uninterrupted one
+            _set_rng_state(ckpt["rng"])
         columns = log_columns(model.num_stages)
         log = None
         if env.rank == 0:

@@ -81,6 +81,12 @@ def build_teacher_cache(
     from lcdata.build import BuildConfig, build_gt_store
 
     slice_ = parse_part(part)
+    if teacher is not None:
+        # checked before a GT build that may take hours, not after it
+        if not Path(teacher).is_file():
+            raise LcposeError(f"{teacher}: teacher file not found")
+        if batch_size < 1:
+            raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
     if annotations is not None:
         if image_dir is None:
             raise LcposeError("IMAGE_DIR is required with ANNOTATIONS")
