@@ -38,7 +38,6 @@ lcdata build-teacher-cache --out "$OUT/cache.zarr" --teacher "$OUT/teacher.pt2" 
 step "5. label correction (eq. 2 and 3)"
 lcdata correct "$OUT/cache.zarr" --mode max --out "$OUT/lc.zarr" \
   --clean "$DATA/annotations/person_keypoints_train_clean.json" --resume
-lcdata inspect "$OUT/lc.zarr" --no-stats | tail -8
 
 step "6. student: same model and settings, trained on the corrected targets"
 trainer fit --store "$OUT/lc.zarr" --out "$OUT/student" --model tiny --steps "$STEPS" \
