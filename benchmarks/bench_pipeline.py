@@ -1,0 +1,303 @@
+"""Input pipeline: the trainer's store reader against the classic on-the-fly loader, and the
+tiny model's training step with real data against data already in memory.
+
+Store reader: `trainer.data.make_loader(StoreStream(spec, batch_size=B, seed=0), workers=W)`
+on a GT store: whole shards decompressed in W worker processes, shuffled within windows,
+cast to float32 tensors.
+
+Classic loader (the OpenPose way, built from lcdata's own functions): a map-style torch
+Dataset whose `__getitem__` reads and decodes the image file (`read_image`), rasterises the
+ignore mask from the annotations (`ignore_mask`), draws the view (`make_view`) and warps and
+renders everything (`make_sample`: crop, grid mask, heatmaps, PAFs), then casts to float32
+tensors like the store reader; `DataLoader(batch_size=B, shuffle=True, num_workers=W,
+prefetch_factor=4, persistent_workers=True)`, the same W and prefetch as `make_loader`.
+
+Both produce the same batch dict (images uint8 (B, S, S, 3), masks (B, 1, h, h), heatmaps,
+PAFs float32) from the same samples (the store holds exactly the samples the classic loader
+renders: same images, views and seed). Throughput is measured after the first batch (worker
+start-up excluded), for at least a few seconds each, interleaved store/classic twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from benchmarks import Context, Result, Table
+from lcdata.build import labelled_records, make_sample, make_view
+from lcdata.coco import ignore_mask, load_coco, read_image
+from lcdata.config import AugmentConfig, RenderConfig
+from lcdata.skeleton import CMU_SKELETON
+from lcdata.store import read_attrs
+from trainer.data import StoreStream, make_loader, open_training_store
+
+NAME = "pipeline"
+TITLE = "Input pipeline: store reader vs on-the-fly augmentation and rendering"
+GOAL = ">= 5"
+WORKERS = 2
+
+
+class ClassicDataset(Dataset):
+    """Sample n = view n % K of labelled image n // K, augmented and rendered on the fly."""
+
+    def __init__(self, ann_file: Path, image_dir: Path, store: Path) -> None:
+        attrs = read_attrs(store)  # the exact settings the store was built with
+        build = attrs["build"]
+        self.records = labelled_records(
+            load_coco(
+                ann_file,
+                min_keypoints=build["min_keypoints"],
+                keypoint_field=build["keypoint_field"],
+            )
+        )
+        self.image_dir = image_dir
+        self.views = build["views_per_image"]
+        self.seed = build["seed"]
+        self.render = RenderConfig.from_attrs(attrs["render"])
+        self.augment = AugmentConfig.from_attrs(attrs["augment"])
+
+    def __len__(self) -> int:
+        return len(self.records) * self.views
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        record = self.records[n // self.views]
+        image = read_image(self.image_dir, record)
+        mask = ignore_mask(record)
+        view = make_view(
+            record, n % self.views, seed=self.seed, render=self.render, augment=self.augment
+        )
+        s = make_sample(image, mask, record, view, render=self.render, skeleton=CMU_SKELETON)
+        return {
+            "images": torch.from_numpy(s["images"]),
+            "masks": torch.from_numpy(s["masks"].astype(np.float32)[None]),
+            "heatmaps": torch.from_numpy(s["heatmaps"].astype(np.float32)),
+            "pafs": torch.from_numpy(s["pafs"].astype(np.float32)),
+        }
+
+
+def classic_loader(ds: ClassicDataset, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    loader = DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=WORKERS,
+        prefetch_factor=4,
+        persistent_workers=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )
+    return itertools.chain.from_iterable(itertools.repeat(loader))
+
+
+def store_loader(store: Path, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    spec = open_training_store(store)
+    return make_loader(StoreStream(spec, batch_size=batch_size, seed=0), workers=WORKERS)
+
+
+def throughput(
+    batches: Iterator, batch_size: int, *, min_batches: int, min_seconds: float
+) -> float:
+    """Samples/s after the first batch (which pays for the workers' start-up)."""
+    next(batches)
+    t0 = time.perf_counter()
+    count = 0
+    while count < min_batches or time.perf_counter() - t0 < min_seconds:
+        next(batches)
+        count += 1
+    return count * batch_size / (time.perf_counter() - t0)
+
+
+def compare(
+    ann: Path, image_dir: Path, store: Path, *, batch_size: int, quick: bool
+) -> dict[str, float]:
+    """Interleaved store / classic throughput (two rounds, fresh loaders each time)."""
+    store_sps, classic_sps = [], []
+    for _ in range(1 if quick else 2):
+        it = store_loader(store, batch_size)
+        store_sps.append(throughput(it, batch_size, min_batches=10, min_seconds=3))
+        del it
+        it = classic_loader(ClassicDataset(ann, image_dir, store), batch_size)
+        classic_sps.append(throughput(it, batch_size, min_batches=5, min_seconds=3))
+        del it
+    ratios = np.asarray(store_sps) / np.asarray(classic_sps)
+    return {
+        "store_sps": float(np.median(store_sps)),
+        "classic_sps": float(np.median(classic_sps)),
+        "ratio": float(np.median(ratios)),
+        "samples": read_attrs(store)["num_samples"],
+    }
+
+
+def step_times(store: Path, *, batch_size: int, steps: int) -> dict[str, float]:
+    """Seconds per training step of the default tiny model: batches from the store reader
+    (W workers) vs the same batches already in memory; interleaved memory/real twice."""
+    from trainer.losses import stage_losses
+    from trainer.models import build_model, preprocess
+
+    spec = open_training_store(store)
+    torch.manual_seed(0)
+    model = build_model("tiny", spec.skeleton, spec.stride).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loader = store_loader(store, batch_size)
+    cached = [next(loader) for _ in range(8)]
+
+    def train(batches: Iterator) -> float:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            b = next(batches)
+            stages = model(preprocess(b["images"]))
+            loss, _ = stage_losses(stages, b["heatmaps"], b["pafs"], b["masks"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / steps
+
+    train(itertools.cycle(cached))  # warm-up: allocator, oneDNN primitives
+    memory, real = [], []
+    for _ in range(2):
+        memory.append(train(itertools.cycle(cached)))
+        real.append(train(loader))
+    del loader
+    return {
+        "memory_s": float(np.median(memory)),
+        "real_s": float(np.median(real)),
+        "ratio": float(np.median(np.asarray(real) / np.asarray(memory))),
+    }
+
+
+def reader_anatomy(store: Path, work: Path) -> tuple[Table, float, float]:
+    """Whole-shard read speed of each array in-process, as stored (chunks of 1 sample) and
+    re-encoded with chunks of a whole shard (same codec): the per-chunk cost of zarr."""
+    import zarr
+
+    table = Table(
+        "one process, whole shards of 64 read into memory; samples/s per array",
+        ("array", "chunks of 1 sample (store layout)", "chunks of 64 samples", "ratio"),
+    )
+    totals = [0.0, 0.0]
+    for name in ("images", "masks", "gt/heatmaps", "gt/pafs"):
+        arr = zarr.open_array(str(store / name), mode="r")
+        per = arr.shards[0]
+        n = min(arr.shape[0] // per, 4) * per
+        data = arr[:n]
+        other = zarr.create_array(
+            str(work / name.replace("/", "_")),
+            shape=data.shape,
+            chunks=(per, *data.shape[1:]),
+            shards=(per, *data.shape[1:]),
+            dtype=data.dtype,
+            compressors=arr.compressors,
+            fill_value=0,
+        )
+        other[:] = data
+        speeds = []
+        for a in (arr, other):
+            t0 = time.perf_counter()
+            for _ in range(3):
+                for start in range(0, n, per):
+                    a[start : start + per]
+            speeds.append(3 * n / (time.perf_counter() - t0))
+        totals = [t + 1 / sp for t, sp in zip(totals, speeds, strict=True)]
+        table.rows.append((name, speeds[0], speeds[1], speeds[1] / speeds[0]))
+    all_1, all_64 = 1 / totals[0], 1 / totals[1]
+    table.rows.append(("all four", all_1, all_64, all_64 / all_1))
+    return table, all_1, all_64
+
+
+def run(ctx: Context) -> Result:
+    threads = torch.get_num_threads()
+    table = Table(
+        f"samples/s, batches of B, {WORKERS} DataLoader workers each, after the first batch",
+        ("data", "samples in store", "B", "store reader", "classic on-the-fly", "store / classic"),
+    )
+    rows = {}
+    if ctx.coco is not None:
+        ann = ctx.coco / "annotations" / "person_keypoints_train2017.json"
+        store = ctx.coco_gt_store(views=4, per_shard=16)
+        rows["coco"] = compare(ann, ctx.coco / "train2017", store, batch_size=8, quick=ctx.quick)
+        label = "COCO-MINI train, 368 px, stride 8, 4 views, shards of 16"
+        table.rows.append((label, rows["coco"]["samples"], 8) + _cells(rows["coco"]))
+    ann, images = ctx.synth(ctx.synth_images_small)
+    synth_store = ctx.synth_gt_store(ctx.synth_images_small)
+    rows["synth"] = compare(ann, images, synth_store, batch_size=16, quick=ctx.quick)
+    label = "synthetic, 128 px, stride 4, 2 views, shards of 64"
+    table.rows.append((label, rows["synth"]["samples"], 16) + _cells(rows["synth"]))
+
+    torch.set_num_threads(1)
+    try:
+        steps = step_times(synth_store, batch_size=16, steps=10 if ctx.quick else 30)
+    finally:
+        torch.set_num_threads(threads)
+    step_table = Table(
+        "tiny (2 stages, width 64) training step, 128 px, batch 16, 1 torch thread, "
+        f"{WORKERS} reader workers",
+        ("data", "s / step", "samples/s"),
+        [
+            ("in memory (8 cached batches, cycled)", steps["memory_s"], 16 / steps["memory_s"]),
+            ("store reader", steps["real_s"], 16 / steps["real_s"]),
+            ("real / in memory", steps["ratio"], ""),
+        ],
+    )  # fmt: skip
+    anatomy, read_1, read_64 = reader_anatomy(synth_store, ctx.dir("pipeline"))
+    head = rows.get("coco", rows["synth"])
+    met = head["ratio"] >= 5
+    state = "met" if met else f"missed: {head['ratio']:.1f}x instead of 5x"
+    bottleneck = steps["ratio"] <= 1.1
+    notes = (
+        f"On {'COCO-MINI crops at 368 px' if 'coco' in rows else 'synthetic crops'} the store "
+        f"reader delivers {head['store_sps']:.0f} samples/s and the classic loader "
+        f"{head['classic_sps']:.0f}: {head['ratio']:.1f}x (goal 5x: {state}). The classic "
+        f"loader decodes a whole JPEG/PNG and rasterises the ignore polygons for every sample "
+        f"before it can cut the crop and render 57 maps; the store reader only decompresses a "
+        f"crop that is already cut and maps that are mostly zeros. On the synthetic 128 px "
+        f"set the ratio is {rows['synth']['ratio']:.2f}x ({rows['synth']['store_sps']:.0f} vs "
+        f"{rows['synth']['classic_sps']:.0f} samples/s): 128 px PNGs with a few persons are "
+        f"cheap to decode and render, so "
+        + (
+            "the store gains less there. "
+            if rows["synth"]["ratio"] >= 1.1
+            else "the store reader gains nothing there: at 128 px its cost is dominated by "
+            "zarr's per-chunk overhead (see below), about what decoding and rendering a "
+            "small synthetic image costs. "
+        )
+        + f"Training step of the tiny model (batch 16): "
+        f"{1e3 * steps['real_s']:.0f} ms with batches from the store reader, "
+        f"{1e3 * steps['memory_s']:.0f} ms with the same batches already in memory "
+        f"({steps['ratio']:.2f}x): the reader is "
+        f"{'not the bottleneck' if bottleneck else 'NOT hidden: it slows the step down'}. "
+        f"On this 2-core machine the reader workers and the training thread share the cores, "
+        f"so any reader cost shows up as step time; the step uses one torch thread because "
+        f"two OpenMP threads stall whenever another process takes a core (see the build "
+        f"benchmark). What bounds the store reader is zarr's cost per chunk, not the bytes: "
+        f"reading whole shards of the four arrays in one process runs at {read_1:.0f} "
+        f"samples/s with the store's chunks of one sample and at {read_64:.0f} samples/s when "
+        f"the same data is re-encoded with one chunk per shard (last table). The trainer "
+        f"always reads whole shards, so shard-sized chunks for the map arrays would speed the "
+        f"reader up by that factor, at the price of slower single-sample reads "
+        f"(`lcdata show`, inspection), which then decompress a whole shard."
+    )
+    return Result(
+        NAME,
+        TITLE,
+        head["ratio"],
+        "store reader samples/s / classic loader samples/s"
+        + (" (COCO-MINI, 368 px)" if "coco" in rows else " (synthetic)"),
+        GOAL,
+        met,
+        [table, step_table, anatomy],
+        notes,
+        extra=[
+            ("store / classic, synthetic 128 px", rows["synth"]["ratio"], "-", None),
+            ("tiny step time, store reader / in memory", steps["ratio"], "<= 1.1", bottleneck),
+        ],
+    )
+
+
+def _cells(m: dict[str, float]) -> tuple:
+    return (m["store_sps"], m["classic_sps"], m["ratio"])
