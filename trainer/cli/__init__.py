@@ -1,18 +1,16 @@
 """The `trainer` command line: the only place (with its submodules) that knows about click.
 
-Each command lives in its own submodule and is listed in `_COMMANDS`; commands are imported
-lazily so that `lcdata --help` stays fast and one broken optional dependency does not take
-the whole tool down.
+Commands live in their own submodules, listed in `_COMMANDS` and imported on first use by
+lcdata's `LazyGroup` (which also turns an `LcposeError` into a one-line error, exit 1).
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 
 import click
 
-from lcdata.errors import LcposeError
+from lcdata.cli import LazyGroup
 
 # command name -> "module:attribute" of its click command
 _COMMANDS: dict[str, str] = {
@@ -22,30 +20,6 @@ _COMMANDS: dict[str, str] = {
     "evaluate": "trainer.cli.evaluate:evaluate",
     "predict": "trainer.cli.evaluate:predict",
 }
-
-
-class LazyGroup(click.Group):
-    """A click group whose commands are imported on first use."""
-
-    def __init__(self, *args, commands_map: dict[str, str], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._commands_map = commands_map
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._commands_map))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self._commands_map:
-            module, attr = self._commands_map[name].split(":")
-            return getattr(importlib.import_module(module), attr)
-        return super().get_command(ctx, name)
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except LcposeError as err:
-            # user-fixable problems: one line, no traceback, exit status 1
-            raise click.ClickException(str(err)) from None
 
 
 @click.group(cls=LazyGroup, commands_map=_COMMANDS)
