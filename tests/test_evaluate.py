@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from persons import make_person  # shared with test_decode
 
 from lcdata.augment import PAD_VALUE
 from lcdata.config import SYNTH_RENDER, RenderConfig
@@ -36,25 +37,6 @@ from trainer.evaluate import (
     unflip_maps,
     write_outputs,
 )
-
-# A standing person facing the camera, COCO-17 order, (x, y) in units of body height (the
-# same template as tests/test_decode.py).
-TEMPLATE = np.array(
-    [
-        (0.00, 0.08), (0.02, 0.06), (-0.02, 0.06), (0.05, 0.07), (-0.05, 0.07),
-        (0.12, 0.20), (-0.12, 0.20), (0.16, 0.37), (-0.16, 0.37), (0.18, 0.52),
-        (-0.18, 0.52), (0.08, 0.53), (-0.08, 0.53), (0.09, 0.75), (-0.09, 0.75),
-        (0.10, 0.97), (-0.10, 0.97),
-    ],
-    np.float32,
-)  # fmt: skip
-
-
-def make_person(rng: np.random.Generator, top_xy: tuple[float, float], height: float) -> np.ndarray:
-    """(17, 3) COCO keypoints of one jittered template person, all visible."""
-    xy = TEMPLATE * height + np.asarray(top_xy, np.float32)
-    xy += rng.normal(0, 0.015 * height, xy.shape).astype(np.float32)
-    return np.concatenate([xy, np.full((17, 1), 2, np.float32)], axis=1)
 
 
 def coco_file(path: Path, images: list[tuple[int, int]], persons: list[np.ndarray]) -> Path:
