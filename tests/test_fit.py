@@ -330,3 +330,11 @@ def test_cli_errors_are_one_line(store: Path, tmp_path: Path) -> None:
     msg = _cli_error([*base, "--resume", "--model", "small", "--batch-size", "4"])
     assert "cannot resume: checkpoint is of model 'tiny', not 'small'" in msg
     assert "--model-kwarg 'width'" in _cli_error([*base, "--model-kwarg", "width"])
+
+
+def test_a_second_fit_on_the_same_run_folder_is_refused(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with st.write_lock(out):  # stands for another live `trainer fit` on this folder
+        with pytest.raises(LcposeError, match="another process is writing"):
+            fit(TrainConfig(model="tiny", steps=1, batch_size=2, workers=0), store, out)
+    assert not (out / "checkpoint.pt").exists()

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lcdata.errors import LcposeError
+from lcdata.store import write_lock
 from trainer.data import (
     TARGET_KINDS,
     StoreSpec,
@@ -186,7 +187,10 @@ def fit(
     """
     out_dir = Path(out_dir)
     spec = open_training_store(store_path, target=cfg.target)  # refuses foreign/incomplete stores
-    with _session(cfg) as env:
+    # one writer per run folder: a second `fit --resume` on the same --out is refused instead of
+    # interleaving checkpoints (a lock left by a killed run is taken over)
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0
+    with write_lock(out_dir) if is_rank0 else contextlib.nullcontext(), _session(cfg) as env:
         ckpt = _prior_checkpoint(out_dir, resume=resume)
         torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         # the global generators this project does not use but third-party code may: seeded too,
