@@ -216,6 +216,69 @@ def iter_shards(
             yield shard, result
 
 
+def load_build_inputs(
+    ann_file: str | Path,
+    image_dir: str | Path,
+    *,
+    render: RenderConfig,
+    augment: AugmentConfig,
+    build: BuildConfig,
+    skeleton: Skeleton,
+) -> tuple[list[ImageRecord], dict[str, Any]]:
+    """The labelled image records of an annotation file and the attributes of its GT store."""
+    records = labelled_records(
+        load_coco(ann_file, min_keypoints=build.min_keypoints, keypoint_field=build.keypoint_field)
+    )
+    if not records:
+        raise LcposeError(f"{ann_file}: no image has a person with labelled keypoints")
+    if not Path(image_dir).is_dir():
+        raise LcposeError(f"{image_dir}: image folder not found")
+    attrs = build_attrs(
+        num_samples=len(records) * build.views_per_image,
+        skeleton=skeleton,
+        render=render,
+        augment=augment,
+        build=build,
+        source=source_attrs(ann_file, image_dir),
+    )
+    return records, attrs
+
+
+def shard_producer(
+    records: list[ImageRecord],
+    image_dir: str | Path,
+    *,
+    render: RenderConfig,
+    augment: AugmentConfig,
+    build: BuildConfig,
+    skeleton: Skeleton,
+) -> Callable[[int], dict[str, np.ndarray]]:
+    """A function shard -> that shard's stacked samples (see `make_sample`), thread-safe."""
+    image_dir = Path(image_dir)
+    k, per = build.views_per_image, build.samples_per_shard
+    n = len(records) * k
+
+    def produce(shard: int) -> dict[str, np.ndarray]:
+        start, stop = st.shard_range(shard, n, per)
+        samples = []
+        for r in range(start // k, (stop - 1) // k + 1):
+            record = records[r]
+            image = read_image(image_dir, record)
+            if build.use_masks:
+                mask = ignore_mask(record)
+            else:
+                mask = np.ones(image.shape[:2], np.uint8)
+            for v in range(k):
+                if start <= r * k + v < stop:
+                    view = make_view(record, v, seed=build.seed, render=render, augment=augment)
+                    samples.append(
+                        make_sample(image, mask, record, view, render=render, skeleton=skeleton)
+                    )
+        return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+    return produce
+
+
 def build_gt_store(
     ann_file: str | Path,
     image_dir: str | Path,
@@ -240,52 +303,18 @@ def build_gt_store(
     render = render or RenderConfig()
     augment = augment or AugmentConfig()
     build = build or BuildConfig()
-    records = labelled_records(
-        load_coco(ann_file, min_keypoints=build.min_keypoints, keypoint_field=build.keypoint_field)
-    )
-    if not records:
-        raise LcposeError(f"{ann_file}: no image has a person with labelled keypoints")
-    image_dir = Path(image_dir)
-    if not image_dir.is_dir():
-        raise LcposeError(f"{image_dir}: image folder not found")
-    k = build.views_per_image
-    attrs = build_attrs(
-        num_samples=len(records) * k,
-        skeleton=skeleton,
-        render=render,
-        augment=augment,
-        build=build,
-        source=source_attrs(ann_file, image_dir),
-    )
+    kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
+    records, attrs = load_build_inputs(ann_file, image_dir, **kw)
     if part is not None and not resume and Path(out).exists():
         resume = True  # slices share one store: the first creates it, the others join
     with st.write_lock(out, part=part):
         group = prepare_store(out, attrs, resume=resume, part=part)
-        n, per = attrs["num_samples"], attrs["samples_per_shard"]
+        per = attrs["samples_per_shard"]
         todo = st.pending_shards(group, "gt", part=part or (0, 1))
-
-        def produce(shard: int) -> dict[str, np.ndarray]:
-            start, stop = st.shard_range(shard, n, per)
-            samples = []
-            for r in range(start // k, (stop - 1) // k + 1):
-                record = records[r]
-                image = read_image(image_dir, record)
-                if build.use_masks:
-                    mask = ignore_mask(record)
-                else:
-                    mask = np.ones(image.shape[:2], np.uint8)
-                for v in range(k):
-                    if start <= r * k + v < stop:
-                        view = make_view(record, v, seed=build.seed, render=render, augment=augment)
-                        samples.append(
-                            make_sample(image, mask, record, view, render=render, skeleton=skeleton)
-                        )
-            return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
-
+        produce = shard_producer(records, image_dir, **kw)
         bar = tqdm(total=len(todo), desc="build gt", unit="shard", disable=not progress)
         for shard, arrays in iter_shards(todo, produce, workers=workers):
-            write_sample_arrays(group, shard, per, arrays)
-            st.mark_shard_done(group, "gt", shard)
+            write_gt_shard(group, shard, per, arrays)
             bar.update()
         bar.close()
         # a one-pass sliced build may already have added a teacher stage: all must be done
@@ -305,10 +334,14 @@ _DESTINATIONS = {
 }
 
 
-def write_sample_arrays(group: Any, shard: int, per: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one whole shard of every per-sample array (whole shards: no read-modify-write)."""
+def write_gt_shard(group: Any, shard: int, per: int, arrays: dict[str, np.ndarray]) -> None:
+    """Write one whole shard of every per-sample array, then mark it done in progress/gt.
+
+    Whole shards only: writing part of a chunk would read, modify and rewrite it.
+    """
     start = shard * per
     stop = start + len(arrays["masks"])
     for key, dest in _DESTINATIONS.items():
         if dest in group:
             group[dest][start:stop] = arrays[key]
+    st.mark_shard_done(group, "gt", shard)

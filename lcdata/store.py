@@ -17,9 +17,13 @@ size, h = S // stride, B = samples per shard:
     meta/view         (N, 4)        float32  angle_deg, scale, center_x, center_y
     progress/<stage>  (N / B,)      uint8    1 once shard s of that stage is written
 
-Every per-sample array has chunks of one sample (one training sample is one cheap read) and
-shards of B samples (a million samples are N / B files, not millions). Writers always write
-whole shards, so a shard is also the unit of resume and of `--shard i/n` work splitting.
+Every per-sample array is chunked by *shards* of B samples: one zarr chunk (one file per
+array) holds B consecutive samples. Every reader in the project (trainer, teacher pass,
+correct, analytics, dask views) reads whole shards, and zarr's cost is per chunk, so a chunk of
+B samples reads about 7x faster than the same data in chunks of one sample inside zarr's
+sharding codec (docs/benchmarks.md, pipeline); a single-sample read (`lcdata show`) pays for
+decompressing its shard, a few tens of ms. Writers always write whole shards, so a shard is
+also the unit of resume and of `--shard i/n` work splitting.
 
 Attributes live under the group attribute `lcpose`; `complete` is false from creation until
 every stage written into the store has all of its shards, so a killed build never looks
@@ -74,8 +78,7 @@ def _create(
     return group.create_array(
         name,
         shape=shape,
-        chunks=(1, *shape[1:]),
-        shards=(shard, *shape[1:]),
+        chunks=(shard, *shape[1:]),
         dtype=dtype,
         compressors=ZstdCodec(level=ZSTD_LEVEL),
         fill_value=0,
@@ -141,7 +144,6 @@ def create_cache(
         ("flipped", (n,), "bool"),
         ("view", (n, 4), "float32"),
     ):
-        # meta arrays are small: one chunk per shard of samples, no sharding needed
         group.create_array(
             f"meta/{name}",
             shape=shape,

@@ -14,6 +14,11 @@ do not depend on where a run started), and a writer thread quantises, compresses
 the previous shard and then marks it done. A shard marked done is complete on disk, so a
 killed pass resumes exactly where it stopped.
 
+`build_teacher_cache` is the one-pass build (`build-teacher-cache ANNOTATIONS IMAGE_DIR
+--teacher T`): worker threads render the GT of the next shards while the teacher infers on
+the crops of the current one, straight from memory, and the writer thread writes both. The
+store it writes is identical, array for array, to a GT build followed by a teacher pass.
+
 One store never mixes two teachers: the teacher's sha256 is recorded in the attributes, a
 pass over a store that holds another teacher's outputs is refused unless `overwrite`
 (which deletes them first), and resuming is only possible with the same file.
@@ -22,6 +27,7 @@ pass over a store that holds another teacher's outputs is refused unless `overwr
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -31,10 +37,17 @@ from tqdm import tqdm
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from lcdata import store as st
-from lcdata.build import iter_shards
-from lcdata.config import RenderConfig
+from lcdata.build import (
+    BuildConfig,
+    iter_shards,
+    load_build_inputs,
+    prepare_store,
+    shard_producer,
+    write_gt_shard,
+)
+from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
+from lcdata.skeleton import CMU_SKELETON, Skeleton
 from lcdata.teacher import Teacher, check_compatible, load_teacher
 
 MAX_PENDING_WRITES = 2
@@ -215,27 +228,145 @@ def run_teacher_pass(
         todo = st.pending_shards(group, "teacher", part=part_or_all)
         images = group["images"]
 
-        def read(shard: int) -> np.ndarray:
+        def read(shard: int) -> dict[str, np.ndarray]:
             start, stop = st.shard_range(shard, n, per)
-            return images[start:stop]
+            return {"images": images[start:stop]}
 
-        bar = tqdm(total=len(todo), desc="teacher", unit="shard", disable=not progress)
-        writes: deque[Future] = deque()
-        with ThreadPoolExecutor(max_workers=1) as writer:
-            try:
-                for shard, crops in iter_shards(todo, read, workers=1, ahead=READ_AHEAD):
-                    heat, pafs = predict_shard(
-                        teacher, crops, batch_size=batch_size, where=f"{out}: shard {shard}"
-                    )
-                    writes.append(
-                        writer.submit(_write_shard, group, shard, shard * per, heat, pafs)
-                    )
-                    while len(writes) > MAX_PENDING_WRITES:
-                        writes.popleft().result()  # bounded queue; re-raises write errors
-                    bar.update()
-                while writes:
-                    writes.popleft().result()
-            finally:
-                bar.close()
+        _infer_and_write(
+            todo,
+            read,
+            group=group,
+            out=out,
+            teacher=teacher,
+            per=per,
+            batch_size=batch_size,
+            gt_todo=set(),
+            workers=1,
+            desc="teacher",
+            progress=progress,
+        )
+        st.finalize(group, tuple(st.store_attrs(group).get("stages", ("gt", "teacher"))))
+        return st.store_attrs(group)
+
+
+def _infer_and_write(
+    shards: list[int],
+    produce: Callable[[int], dict[str, np.ndarray]],
+    *,
+    group: Any,
+    out: Path,
+    teacher: Teacher,
+    per: int,
+    batch_size: int,
+    gt_todo: set[int],
+    workers: int,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Teacher outputs of each shard's crops; GT arrays of the shards in `gt_todo` as well.
+
+    `produce(shard)` gives the shard's arrays (at least `images`), computed up to
+    READ_AHEAD shards ahead by `workers` threads while this thread runs the teacher; one
+    writer thread writes in submission order, so a shard's GT is always marked done before
+    its teacher outputs are.
+    """
+    bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress)
+    writes: deque[Future] = deque()
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        try:
+            for shard, arrays in iter_shards(shards, produce, workers=workers, ahead=READ_AHEAD):
+                if shard in gt_todo:
+                    writes.append(writer.submit(write_gt_shard, group, shard, per, arrays))
+                heat, pafs = predict_shard(
+                    teacher, arrays["images"], batch_size=batch_size, where=f"{out}: shard {shard}"
+                )
+                writes.append(writer.submit(_write_shard, group, shard, shard * per, heat, pafs))
+                while len(writes) > MAX_PENDING_WRITES:
+                    writes.popleft().result()  # bounded queue; re-raises write errors
+                bar.update()
+            while writes:
+                writes.popleft().result()
+        finally:
+            bar.close()
+
+
+def build_teacher_cache(
+    ann_file: str | Path,
+    image_dir: str | Path,
+    out_path: str | Path,
+    teacher_path: str | Path,
+    *,
+    render: RenderConfig | None = None,
+    augment: AugmentConfig | None = None,
+    build: BuildConfig | None = None,
+    skeleton: Skeleton = CMU_SKELETON,
+    resume: bool = False,
+    part: tuple[int, int] | None = None,
+    workers: int = 2,
+    batch_size: int = 16,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Build a cache store in one pass: crops, masks, GT and the teacher's outputs.
+
+    Rendering and writing overlap with inference: `workers` threads prepare the GT of the
+    next shards while the teacher runs on the current shard's crops (kept in memory, never
+    read back). Resuming continues every unfinished shard: a shard whose GT is written but
+    whose teacher outputs are not is read back from the store instead of re-rendered.
+
+    Args: as `build_gt_store` and `run_teacher_pass`; `overwrite` replaces the outputs of
+    another teacher in an existing store (with `resume`).
+
+    Returns:
+        The store attributes afterwards.
+    """
+    out = Path(out_path)
+    if batch_size < 1:
+        raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
+    if overwrite and part is not None:
+        raise LcposeError(
+            "--overwrite-teacher cannot be combined with --shard (slices would race to "
+            "delete the old outputs); replace the teacher in one process, or build a new store"
+        )
+    render = render or RenderConfig()
+    augment = augment or AugmentConfig()
+    build = build or BuildConfig()
+    kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
+    records, attrs = load_build_inputs(ann_file, image_dir, **kw)
+    # checked before anything is written: a wrong teacher must not leave a GT-only store
+    teacher = load_teacher(teacher_path, device=device)
+    check_compatible(teacher, skeleton=skeleton, render_cfg=render, source=str(out))
+    if part is not None and not resume and out.exists():
+        resume = True  # slices share one store: the first creates it, the others join
+    part_or_all = part or (0, 1)
+    with st.write_lock(out, part=part):
+        group = prepare_store(out, attrs, resume=resume, part=part)
+        _prepare_teacher_arrays(group, out, teacher, resume=True, overwrite=overwrite, part=part)
+        n, per = attrs["num_samples"], attrs["samples_per_shard"]
+        gt_todo = set(st.pending_shards(group, "gt", part=part_or_all))
+        todo = sorted(gt_todo | set(st.pending_shards(group, "teacher", part=part_or_all)))
+        render_shard = shard_producer(records, image_dir, **kw)
+        images = group["images"]
+
+        def produce(shard: int) -> dict[str, np.ndarray]:
+            if shard in gt_todo:
+                return render_shard(shard)
+            start, stop = st.shard_range(shard, n, per)
+            return {"images": images[start:stop]}
+
+        _infer_and_write(
+            todo,
+            produce,
+            group=group,
+            out=out,
+            teacher=teacher,
+            per=per,
+            batch_size=batch_size,
+            gt_todo=gt_todo,
+            workers=workers,
+            desc="build + teacher",
+            progress=progress,
+        )
         st.finalize(group, tuple(st.store_attrs(group).get("stages", ("gt", "teacher"))))
         return st.store_attrs(group)

@@ -68,7 +68,7 @@ def test_schema_shapes_and_attrs(val, tmp_path: Path) -> None:
     }
     for name, (shape, dtype) in expect.items():
         assert g[name].shape == shape and str(g[name].dtype) == dtype, name
-    assert g["images"].chunks == (1, 96, 96, 3) and g["images"].shards == (16, 96, 96, 3)
+    assert g["images"].chunks == (16, 96, 96, 3) and g["images"].shards is None
     for key in ("skeleton", "render", "augment", "seed", "source", "samples_per_shard"):
         assert key in attrs
     assert attrs["render"]["stride"] == 8 and len(attrs["source"]["annotations_sha256"]) == 64

@@ -116,8 +116,8 @@ def test_outputs_are_the_quantised_predictions_of_each_crop(reference: Path, tea
     assert attrs["teacher"]["meta"]["extra"] == {"seed": 1}
     assert attrs["teacher"]["path"] == str(teachers["a"].resolve())
     g = zarr.open_group(str(reference), mode="r")
-    assert g["teacher/heatmaps"].shards == (PER, 19, 16, 16)
-    assert g["teacher/heatmaps"].chunks == (1, 19, 16, 16)
+    assert g["teacher/heatmaps"].chunks == (PER, 19, 16, 16)  # one chunk per shard
+    assert g["teacher/heatmaps"].shards is None
     assert np.asarray(g["progress/teacher"][:]).tolist() == [1, 1, 1, 1]
     heat, pafs = _teacher_arrays(reference)
     images = g["images"][:]
@@ -288,3 +288,55 @@ def test_cli_adds_a_teacher_and_builds_in_one_pass(
     )
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and "--overwrite-teacher" in result.output
+
+
+def _assert_same_store(a: Path, b: Path) -> None:
+    """Every per-sample array and progress record equal (the attributes' paths differ)."""
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    names = ["images", "masks", "gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs"]
+    names += ["meta/image_id", "meta/affine", "meta/flipped", "meta/view"]
+    names += ["progress/gt", "progress/teacher"]
+    for name in names:
+        np.testing.assert_array_equal(ga[name][:], gb[name][:], err_msg=name)
+    assert st.read_attrs(a)["complete"] is True and st.read_attrs(b)["complete"] is True
+
+
+@pytest.mark.parametrize("killed", ["nothing", "gt_half", "teacher_half"])
+def test_one_pass_build_equals_gt_build_then_teacher_pass(
+    val_files, teachers, reference: Path, tmp_path: Path, killed: str
+) -> None:
+    """The fused build writes the same store as the two passes, also when resuming a store
+    killed in the GT stage or between GT and teacher outputs."""
+    kw = {"render": RENDER, "build": BuildConfig(samples_per_shard=PER), "batch_size": 3}
+    out = tmp_path / "one.zarr"
+    if killed == "nothing":
+        attrs = tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+    else:
+        attrs = tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+        group = zarr.open_group(str(out), mode="r+")
+        stage = "gt" if killed == "gt_half" else "teacher"
+        for shard in (1, 3):  # unmark and scribble: resuming must rewrite these shards
+            group[f"progress/{stage}"][shard] = 0
+            if stage == "teacher":
+                group["teacher/heatmaps"][shard * PER : (shard + 1) * PER] = 7.0
+            else:
+                group["gt/heatmaps"][shard * PER : (shard + 1) * PER] = 7.0
+                group["progress/teacher"][shard] = 0
+        st.update_attrs(group, complete=False)
+        with pytest.raises(LcposeError, match="output exists; pass --resume"):
+            tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+        attrs = tp.build_teacher_cache(
+            *val_files, out, teachers["a"], progress=False, resume=True, **kw
+        )
+    assert attrs["stages"] == ["gt", "teacher"] and attrs["teacher"]["model_name"] == "tiny"
+    _assert_same_store(out, reference)
+
+
+def test_one_pass_build_checks_the_teacher_before_writing(val_files, tmp_path: Path) -> None:
+    wrong = make_teacher(tmp_path / "s8.pt2", 3, stride=8)
+    out = tmp_path / "one.zarr"
+    with pytest.raises(LcposeError, match="stride"):
+        tp.build_teacher_cache(
+            *val_files, out, wrong, render=RENDER, build=BuildConfig(samples_per_shard=PER)
+        )
+    assert not out.exists()

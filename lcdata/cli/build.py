@@ -106,36 +106,57 @@ def build_teacher_cache(
             keypoint_field=keypoint_field,
             use_masks=not no_masks,
         )
-        attrs = build_gt_store(
-            annotations,
-            image_dir,
-            out,
-            render=render,
-            augment=augment,
-            build=build,
-            resume=resume,
-            part=slice_,
-            workers=workers,
-        )
+        if teacher is not None:
+            from lcdata.teacher_pass import build_teacher_cache as build_one_pass
+
+            attrs = build_one_pass(
+                annotations,
+                image_dir,
+                out,
+                teacher,
+                render=render,
+                augment=augment,
+                build=build,
+                resume=resume,
+                part=slice_,
+                workers=workers,
+                batch_size=batch_size,
+                device=device,
+                overwrite=overwrite_teacher,
+            )
+            what = f"gt + teacher {Path(teacher).name}"
+        else:
+            attrs = build_gt_store(
+                annotations,
+                image_dir,
+                out,
+                render=render,
+                augment=augment,
+                build=build,
+                resume=resume,
+                part=slice_,
+                workers=workers,
+            )
+            what = "gt"
         click.echo(
             f"{out}: {attrs['num_samples']} samples of {input_size}px, stride {stride}; "
-            f"gt {'complete' if attrs['complete'] else 'incomplete (other slices pending)'}"
+            f"{what} {'complete' if attrs['complete'] else 'incomplete (other slices pending)'}"
         )
-    elif teacher is None:
+        return
+    if teacher is None:
         raise LcposeError("give ANNOTATIONS IMAGE_DIR to build a store, or --teacher to add to one")
-    if teacher is not None:
-        from lcdata.teacher_pass import run_teacher_pass
+    from lcdata.teacher_pass import run_teacher_pass
 
-        attrs = run_teacher_pass(
-            Path(out),
-            teacher,
-            batch_size=batch_size,
-            device=device,
-            resume=resume or annotations is not None,
-            overwrite=overwrite_teacher,
-            part=slice_,
-        )
-        click.echo(
-            f"{out}: teacher {Path(teacher).name} written; store "
-            f"{'complete' if attrs['complete'] else 'incomplete (other slices pending)'}"
-        )
+    attrs = run_teacher_pass(
+        Path(out),
+        teacher,
+        batch_size=batch_size,
+        device=device,
+        resume=resume,
+        overwrite=overwrite_teacher,
+        part=slice_,
+    )
+    click.echo(
+        f"{out}: teacher {Path(teacher).name} written; store "
+        f"{'complete' if attrs['complete'] else 'incomplete (other slices pending)'}"
+    )
