@@ -1,8 +1,10 @@
 """`build-teacher-cache` with a teacher against the teacher's bare batched forward pass.
 
 What `lcdata build-teacher-cache ANN IMAGES --out OUT --teacher T` runs, called the way the
-command calls it (`build_gt_store`, then `run_teacher_pass` with resume, batch 16, CPU), is
-timed end to end and per stage. The bare forward pass is the exported teacher's `predict`
+command calls it (`lcdata.teacher_pass.build_teacher_cache`: one pass, GT rendering of the next
+shards overlapped with inference; batch 16, CPU), is timed end to end, and beside it the two
+passes a user runs when adding a teacher to an existing GT store (`build_gt_store`, then
+`run_teacher_pass`), per stage. The bare forward pass is the exported teacher's `predict`
 on the same crops, already decoded in memory, in batches of 16: the throughput the build
 would have if reading, rendering, compressing and writing cost nothing. It is timed just
 before and just after the build, and the build is compared with the mean of the two, so a
@@ -17,9 +19,11 @@ COCO-MINI train crops. Torch runs with one intra-op thread on both sides of ever
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +33,7 @@ from benchmarks import Context, Result, Table, dir_bytes
 from lcdata.build import BuildConfig, build_gt_store
 from lcdata.config import SYNTH_RENDER, RenderConfig
 from lcdata.teacher import load_teacher
-from lcdata.teacher_pass import run_teacher_pass
+from lcdata.teacher_pass import build_teacher_cache, run_teacher_pass
 
 NAME = "build"
 TITLE = "build-teacher-cache vs the teacher's bare forward pass"
@@ -46,6 +50,38 @@ def bare_forward(teacher_path: Path, images: np.ndarray, *, batch_size: int) -> 
     for start in range(0, len(images), batch_size):
         teacher.predict(images[start : start + batch_size])
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def _bare_worker(teacher_path: str, crops_path: str, queue: Any) -> None:
+    torch.set_num_threads(1)
+    queue.put(bare_forward(Path(teacher_path), np.load(crops_path), batch_size=BATCH)[0])
+
+
+def parallel_capacity(teacher: Path, crops: np.ndarray, tmp: Path) -> dict[str, float]:
+    """Throughput of the bare forward pass in 2 processes at once / in 1 process.
+
+    2.0 would mean two independent cores; on a VM whose two vCPUs share a physical core
+    (or with neighbours on the host) it is less, and that bounds any overlap a build can do.
+    """
+    path = tmp / "capacity-crops.npy"
+    np.save(path, crops)
+    context = multiprocessing.get_context("spawn")
+
+    def run(copies: int) -> float:
+        queue = context.Queue()
+        procs = [
+            context.Process(target=_bare_worker, args=(str(teacher), str(path), queue))
+            for _ in range(copies)
+        ]
+        for p in procs:
+            p.start()
+        walls = [queue.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return copies * len(crops) / max(walls)
+
+    one, two, one_again = run(1), run(2), run(1)
+    return {"one": (one + one_again) / 2, "two": two, "ratio": two / ((one + one_again) / 2)}
 
 
 def measure(
@@ -82,46 +118,59 @@ def _measure(ann, image_dir, teacher, out, render, build, batch_size, rounds) ->
     images = zarr.open_group(str(warm), mode="r")["images"][:]
     n = len(images)
     bare = [bare_forward(teacher, images, batch_size=batch_size)]
-    builds = []
+    one, two = [], []  # per round: one-pass build; GT build then teacher pass
     for r in range(rounds):
         target = out if r == rounds - 1 else out.with_name(f"{out.name}-round{r}")
+        split = out.with_name(f"{out.name}-two-pass{r}")
         t0, c0 = time.perf_counter(), time.process_time()
-        build_gt_store(ann, image_dir, target, render=render, build=build, progress=False)
+        build_gt_store(ann, image_dir, split, render=render, build=build, progress=False)
         t1, c1 = time.perf_counter(), time.process_time()
-        run_teacher_pass(target, teacher, batch_size=batch_size, resume=True, progress=False)
+        run_teacher_pass(split, teacher, batch_size=batch_size, resume=True, progress=False)
         t2, c2 = time.perf_counter(), time.process_time()
-        builds.append(
-            {"gt": t1 - t0, "teacher": t2 - t1, "gt_cpu": c1 - c0, "teacher_cpu": c2 - c1}
-        )
+        two.append({"gt": t1 - t0, "teacher": t2 - t1, "wall": t2 - t0, "cpu": c2 - c0})
         bare.append(bare_forward(teacher, images, batch_size=batch_size))
+        t0, c0 = time.perf_counter(), time.process_time()
+        build_teacher_cache(
+            ann, image_dir, target, teacher, render=render, build=build,
+            batch_size=batch_size, progress=False,
+        )  # fmt: skip
+        t1, c1 = time.perf_counter(), time.process_time()
+        one.append({"wall": t1 - t0, "cpu": c1 - c0})
+        bare.append(bare_forward(teacher, images, batch_size=batch_size))
+        shutil.rmtree(split)
         if target != out:
             shutil.rmtree(target)
-    ratios, stage_ratios, cpu_ratios = [], [], []
-    for r, b in enumerate(builds):
-        wall = (bare[r][0] + bare[r + 1][0]) / 2
-        cpu = (bare[r][1] + bare[r + 1][1]) / 2
-        ratios.append(wall / (b["gt"] + b["teacher"]))
-        stage_ratios.append(wall / b["teacher"])
-        cpu_ratios.append(cpu / (b["gt_cpu"] + b["teacher_cpu"]))
-    k = int(np.argsort(ratios)[len(ratios) // 2])  # the median round
-    b = builds[k]
-    bare_wall = (bare[k][0] + bare[k + 1][0]) / 2
-    build_s = b["gt"] + b["teacher"]
+
+    def vs_bare(i: int, b: dict[str, float]) -> tuple[float, float]:
+        """(wall ratio, CPU ratio) of a build against the bare passes just before and after."""
+        wall = (bare[i][0] + bare[i + 1][0]) / 2
+        cpu = (bare[i][1] + bare[i + 1][1]) / 2
+        return wall / b["wall"], cpu / b["cpu"]
+
+    one_r = [vs_bare(2 * r + 1, b) for r, b in enumerate(one)]
+    two_r = [vs_bare(2 * r, b) for r, b in enumerate(two)]
+    stage_r = [
+        ((bare[2 * r][0] + bare[2 * r + 1][0]) / 2) / b["teacher"] for r, b in enumerate(two)
+    ]
+    k = int(np.argsort([x for x, _ in one_r])[len(one_r) // 2])  # the median round
+    walls = [w for w, _ in bare]
+    bare_wall = float(np.median(walls))
     return {
         "samples": n,
         "rounds": rounds,
-        "bare_walls": [w for w, _ in bare],
+        "bare_walls": walls,
         "bare_sps": n / bare_wall,
-        "gt_s": b["gt"],
-        "teacher_s": b["teacher"],
-        "build_s": build_s,
-        "build_sps": n / build_s,
-        "teacher_sps": n / b["teacher"],
-        "gt_sps": n / b["gt"],
-        "ratio": ratios[k],
-        "ratio_teacher_stage": stage_ratios[k],
-        "ratio_cpu": float(np.median(cpu_ratios)),
-        "gt_cpu_share": b["gt_cpu"] / (b["gt_cpu"] + b["teacher_cpu"]),
+        "build_s": one[k]["wall"],
+        "build_sps": n / one[k]["wall"],
+        "ratio": one_r[k][0],
+        "ratio_cpu": float(np.median([c for _, c in one_r])),
+        "two_s": two[k]["wall"],
+        "two_sps": n / two[k]["wall"],
+        "two_ratio": float(np.median([x for x, _ in two_r])),
+        "gt_s": two[k]["gt"],
+        "gt_sps": n / two[k]["gt"],
+        "teacher_sps": n / two[k]["teacher"],
+        "ratio_teacher_stage": float(np.median(stage_r)),
         "store_bytes_per_sample": dir_bytes(out) / n,
     }
 
@@ -183,7 +232,9 @@ def small_teacher(ctx: Context) -> Path:
 def run(ctx: Context) -> Result:
     steps = 30 if ctx.quick else 200
     teacher, train = ctx.trained_teacher(steps=steps)
-    ann, images = ctx.synth(ctx.synth_images_small)
+    # more images than the other benchmarks' set: fixed costs (loading the teacher,
+    # starting the rendering processes) must not decide the ratio
+    ann, images = ctx.synth(ctx.synth_images_small if ctx.quick else 1500)
     work = ctx.dir("build")
     views, rounds = 2, (1 if ctx.quick else 2)
     runs: dict[str, dict[str, float]] = {}
@@ -199,8 +250,8 @@ def run(ctx: Context) -> Result:
             rounds=rounds,
             threads=threads,
         )
-    # the other benchmarks reuse this store (GT + teacher maps of a briefly trained tiny)
-    ctx._cache["teacher-cache"] = (work / "tiny-1", teacher)
+    crops = zarr.open_group(str(work / "tiny-1"), mode="r")["images"][: 64 * 8]
+    capacity = parallel_capacity(teacher, crops, ctx.tmp)
     if not ctx.quick and ctx.coco is not None:
         runs["small"] = measure(
             ctx.coco / "annotations" / "person_keypoints_train2017.json",
@@ -216,19 +267,21 @@ def run(ctx: Context) -> Result:
 
     table = Table(
         "samples/s = N samples / wall seconds; bare = `Teacher.predict` on the same crops, "
-        "already in memory",
+        "already in memory; one pass = `build-teacher-cache ANN IMAGES --teacher T`; two "
+        "passes = GT build, then the teacher pass over the written store",
         (
             "setup",
-            "torch threads",
             "samples",
             "bare forward",
             "bare passes, s",
-            "build total",
-            "GT stage",
-            "teacher stage",
-            "build / bare",
-            "teacher stage / bare",
-            "build / bare, CPU time",
+            "one pass",
+            "one pass / bare",
+            "one pass / bare, CPU time",
+            "two passes",
+            "two passes / bare",
+            "GT build alone",
+            "teacher pass alone",
+            "teacher pass / bare",
         ),
     )
     labels = {
@@ -236,20 +289,20 @@ def run(ctx: Context) -> Result:
         "small": "small 368 px stride 8, COCO-MINI train, 1 view, shards of 8, batch 8",
     }
     for key, m in runs.items():
-        threads = 1
         table.rows.append(
             (
                 labels[key.split("-")[0]],
-                threads,
                 int(m["samples"]),
                 m["bare_sps"],
                 " / ".join(f"{w:.1f}" for w in m["bare_walls"]),
                 m["build_sps"],
+                m["ratio"],
+                m["ratio_cpu"],
+                m["two_sps"],
+                m["two_ratio"],
                 m["gt_sps"],
                 m["teacher_sps"],
-                m["ratio"],
                 m["ratio_teacher_stage"],
-                m["ratio_cpu"],
             )
         )
 
@@ -260,47 +313,59 @@ def run(ctx: Context) -> Result:
     notes = (
         f"Teacher: the default `tiny` (2 stages, width 64) trained {train['steps']} steps "
         f"(batch 8, lr 1e-3; loss {train['loss_first']:.0f} -> {train['loss_last']:.0f}) on "
-        f"synthetic crops, exported with `trainer export`'s `export_teacher`. Each build is "
-        f"compared with the mean of the bare passes just before and after it, median of "
-        f"{rounds} round(s). With one torch thread the build delivers "
-        f"{one['build_sps']:.0f} samples/s against {one['bare_sps']:.0f} for the bare forward "
-        f"pass: {one['ratio']:.2f}x (goal 0.9: {state}); in process CPU time, which the "
-        f"neighbours disturb less, {one['ratio_cpu']:.2f}x. Where the time goes: the GT stage "
-        f"(read PNGs, ignore masks, augment, render, quantise, compress, write) runs first and "
-        f"alone at {one['gt_sps']:.0f} samples/s, {100 * one['gt_s'] / one['build_s']:.0f}% of "
-        f"the build; it is not overlapped with inference at all. The teacher stage alone "
-        f"reaches {one['ratio_teacher_stage']:.2f}x the bare pass: loading the exported "
-        f"program (about 0.2-1 s, a fixed cost that weighs on a small store), plus the reader "
-        f"and writer threads, which share the GIL with the inference loop. Both points are "
-        f"design limits of the current `build-teacher-cache`, not of the hardware: rendering "
-        f"shard s + 1 while the teacher infers shard s would hide the GT stage wherever a core "
-        f"is free (on a GPU machine, always). "
+        f"synthetic crops, exported with `trainer export`'s `export_teacher`. Every build is "
+        f"compared with the mean of the bare passes just before and after it; median of "
+        f"{rounds} round(s). The one-pass build renders and writes the GT of the next shards "
+        f"in worker processes (2; threads would hold the GIL through rendering's many small "
+        f"numpy calls and stall inference) while the teacher runs on the current shard's crops "
+        f"straight from memory, and a writer thread quantises, compresses and writes the "
+        f"outputs. With the tiny teacher it delivers {one['build_sps']:.0f} samples/s against "
+        f"{one['bare_sps']:.0f} for the bare forward pass: {one['ratio']:.2f}x (goal 0.9: "
+        f"{state}; in process CPU time {one['ratio_cpu']:.2f}x, worker processes not "
+        f"counted). The same work in two passes (GT build, then the teacher over the written "
+        f"store) reaches {one['two_ratio']:.2f}x; the GT build alone runs at "
+        f"{one['gt_sps']:.0f} samples/s, the teacher pass alone at {one['teacher_sps']:.0f} "
+        f"({one['ratio_teacher_stage']:.2f}x bare: quantising and compressing the outputs is "
+        f"not free either). Why the tiny teacher cannot reach 0.9x here: per crop, its "
+        f"inference costs about as much CPU as decoding the PNG, rasterising the ignore "
+        f"polygons, warping and rendering 57 maps, and this machine has little spare capacity "
+        f"to hide that work in: two processes running the bare forward pass at once deliver "
+        f"{capacity['ratio']:.2f}x the throughput of one ({capacity['two']:.0f} vs "
+        f"{capacity['one']:.0f} samples/s), not 2x, so the two vCPUs behave like about "
+        f"{capacity['ratio']:.1f} cores, and whatever the build does beside inference slows "
+        f"inference down. A teacher worth distilling from is far slower per crop than its "
+        f"labels are to render, and then inference hides the rest (next row); on a GPU "
+        f"machine, give `--workers` as many rendering processes as the CPU has cores to spare. "
         f"Everything runs with one intra-op torch thread, the stable setting here: with "
         f"torch's default of two OpenMP threads on this shared 2-core VM, every barrier "
-        f"stalls whenever another process takes a core, and repeated bare passes over the "
-        f"same crops varied several-fold during development (with one thread, the tiny "
-        f"teacher's bare passes took {min(walls):.1f} to {max(walls):.1f} s in this run)."
+        f"stalls whenever another process takes a core (the tiny teacher's bare passes took "
+        f"{min(walls):.1f} to {max(walls):.1f} s in this run)."
     )
     if "small" in runs:
         small = runs["small"]
         notes += (
             f" With the paper's `small` model at 368 px as the teacher "
             f"({small['bare_sps']:.2f} samples/s bare, one thread; only {int(small['samples'])} "
-            f"samples, so a single round carries more noise) inference "
-            f"dominates: the build reaches {small['ratio']:.2f}x its bare forward pass, the GT "
-            f"stage taking {100 * small['gt_s'] / small['build_s']:.0f}% of the time."
+            f"samples, so a single round carries more noise) the one-pass build reaches "
+            f"{small['ratio']:.2f}x its bare forward pass (two passes: "
+            f"{small['two_ratio']:.2f}x)."
         )
-    extra = [("teacher stage alone / bare (tiny, 1 thread)", one["ratio_teacher_stage"], "-", None)]
+    extra = [("two passes (GT build, then teacher pass) / bare, tiny", one["two_ratio"], "-", None)]
     if "small" in runs:
         small = runs["small"]
         extra.append(
-            ("build / bare, small 368 px (1 round)", small["ratio"], GOAL, small["ratio"] >= 0.9)
+            (
+                "one pass / bare, small 368 px (1 round)",
+                small["ratio"],
+                GOAL,
+                small["ratio"] >= 0.9,
+            )
         )
     return Result(
         NAME,
         TITLE,
         one["ratio"],
-        "build samples/s / bare forward samples/s (tiny teacher, 128 px, 1 torch thread)",
+        "one-pass build samples/s / bare forward samples/s (tiny teacher, 128 px, 1 thread)",
         GOAL,
         met,
         [table],

@@ -172,24 +172,25 @@ def step_times(store: Path, *, batch_size: int, steps: int) -> dict[str, float]:
 
 
 def reader_anatomy(store: Path, work: Path) -> tuple[Table, float, float]:
-    """Whole-shard read speed of each array in-process, as stored (chunks of 1 sample) and
-    re-encoded with chunks of a whole shard (same codec): the per-chunk cost of zarr."""
+    """Whole-shard read speed of each array in-process, re-encoded in the first version's
+    layout (chunks of 1 sample inside zarr shards of B) and as stored (one chunk per shard of
+    B samples), same codec: the per-chunk cost of zarr, the reason for the store layout."""
     import zarr
 
     table = Table(
         "one process, whole shards of 64 read into memory; samples/s per array",
-        ("array", "chunks of 1 sample (store layout)", "chunks of 64 samples", "ratio"),
+        ("array", "chunks of 1 sample in shards of 64", "chunks of 64 (store layout)", "ratio"),
     )
     totals = [0.0, 0.0]
     for name in ("images", "masks", "gt/heatmaps", "gt/pafs"):
         arr = zarr.open_array(str(store / name), mode="r")
-        per = arr.shards[0]
+        per = (arr.shards or arr.chunks)[0]
         n = min(arr.shape[0] // per, 4) * per
         data = arr[:n]
         other = zarr.create_array(
             str(work / name.replace("/", "_")),
             shape=data.shape,
-            chunks=(per, *data.shape[1:]),
+            chunks=(1, *data.shape[1:]),
             shards=(per, *data.shape[1:]),
             dtype=data.dtype,
             compressors=arr.compressors,
@@ -197,7 +198,7 @@ def reader_anatomy(store: Path, work: Path) -> tuple[Table, float, float]:
         )
         other[:] = data
         speeds = []
-        for a in (arr, other):
+        for a in (other, arr):
             t0 = time.perf_counter()
             for _ in range(3):
                 for start in range(0, n, per):
@@ -274,13 +275,14 @@ def run(ctx: Context) -> Result:
         f"On this 2-core machine the reader workers and the training thread share the cores, "
         f"so any reader cost shows up as step time; the step uses one torch thread because "
         f"two OpenMP threads stall whenever another process takes a core (see the build "
-        f"benchmark). What bounds the store reader is zarr's cost per chunk, not the bytes: "
-        f"reading whole shards of the four arrays in one process runs at {read_1:.0f} "
-        f"samples/s with the store's chunks of one sample and at {read_64:.0f} samples/s when "
-        f"the same data is re-encoded with one chunk per shard (last table). The trainer "
-        f"always reads whole shards, so shard-sized chunks for the map arrays would speed the "
-        f"reader up by that factor, at the price of slower single-sample reads "
-        f"(`lcdata show`, inspection), which then decompress a whole shard."
+        f"benchmark). What bounds a zarr reader is its cost per chunk more than the bytes: "
+        f"reading whole shards of the four arrays in one process runs at {read_64:.0f} "
+        f"samples/s in the store's layout (one chunk per shard of 64 samples) and at "
+        f"{read_1:.0f} samples/s when the same data is re-encoded as the first version of the "
+        f"store had it, chunks of one sample inside 64-sample zarr shards (last table, "
+        f"{read_64 / read_1:.1f}x). Every reader reads whole shards, so the store keeps one "
+        f"chunk per shard; the price is a single-sample read (`lcdata show`), which "
+        f"decompresses its whole shard."
     )
     return Result(
         NAME,

@@ -7,7 +7,7 @@ stride 4, GT and the maps of a briefly trained `tiny` teacher), against the same
 raw float32 and in their own dtype.
 
 Part 2, codecs: the same maps, from float32, re-encoded with each candidate codec in the
-store's layout (chunks of 1 sample, shards of 64): size, largest absolute error, and write
+store's layout (one chunk per shard of 64 samples): size, largest absolute error, and write
 and read speed (whole shards, one thread). Maps:
     GT                the float32 renders of the stored samples (replayed from the stored
                       views), the noiseless extreme;
@@ -70,8 +70,7 @@ def encode(maps: np.ndarray, codec: str, path: Path, *, per_shard: int = 64) -> 
     arr = zarr.create_array(
         str(path),
         shape=maps.shape,
-        chunks=(1, *maps.shape[1:]),
-        shards=(per_shard, *maps.shape[1:]),
+        chunks=(per_shard, *maps.shape[1:]),
         dtype=dtype,
         compressors=compressor,
         fill_value=0,
@@ -226,7 +225,7 @@ def run(ctx: Context) -> Result:
         "tiny teacher PAFs": t_p,
     }
     codec_table = Table(
-        "codecs on float32 maps (chunks of 1 sample, shards of 64); % = bytes on disk / raw "
+        "codecs on float32 maps (one chunk per shard of 64 samples); % = bytes on disk / raw "
         "float32; write includes the conversion; read = whole shards to float32",
         ("maps", "codec", "bytes/sample", "% of float32", "max abs error", "write samples/s",
          "read samples/s"),
@@ -317,10 +316,10 @@ def run(ctx: Context) -> Result:
                 stored <= MAX_ERROR,
             ),
             (
-                "GT + noise stress case: bytes / raw float32, default codec",
+                "stress case, GT + invented noise (std 0.05): bytes / raw float32, default codec",
                 noisy,
-                GOAL,
-                noisy <= 0.25,
+                "- (not a store array)",
+                None,
             ),
         ],  # fmt: skip
     )

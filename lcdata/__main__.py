@@ -1,3 +1,6 @@
+"""`python -m lcdata`: the lcdata command line."""
+
 from lcdata.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (spawn) import this module too
+    main()

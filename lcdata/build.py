@@ -8,6 +8,9 @@ threads, the resume point or the `--shard i/n` split.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 from tqdm import tqdm
 
 from lcdata import store as st
@@ -192,19 +196,15 @@ def prepare_store(
     return group
 
 
-def iter_shards(
-    shards: list[int],
-    produce: Callable[[int], dict[str, np.ndarray]],
-    *,
-    workers: int,
-    ahead: int = 2,
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield (shard, arrays) in order while up to `ahead` later shards are being produced."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        queue: list[tuple[int, Future]] = []
-        todo = iter(shards)
+def iter_futures(
+    shards: list[int], submit: Callable[[int], Future], *, ahead: int = 2
+) -> Iterator[tuple[int, Any]]:
+    """Yield (shard, result) in order while up to `ahead` later shards are in flight."""
+    queue: list[tuple[int, Future]] = []
+    todo = iter(shards)
+    try:
         for shard in todo:
-            queue.append((shard, pool.submit(produce, shard)))
+            queue.append((shard, submit(shard)))
             if len(queue) > ahead:
                 break
         while queue:
@@ -212,8 +212,23 @@ def iter_shards(
             result = future.result()
             nxt = next(todo, None)
             if nxt is not None:
-                queue.append((nxt, pool.submit(produce, nxt)))
+                queue.append((nxt, submit(nxt)))
             yield shard, result
+    finally:
+        for _, future in queue:  # stopped early (error, Ctrl-C): start nothing more
+            future.cancel()
+
+
+def iter_shards(
+    shards: list[int],
+    produce: Callable[[int], dict[str, np.ndarray]],
+    *,
+    workers: int,
+    ahead: int = 2,
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Yield (shard, produce(shard)) in order, later shards produced by `workers` threads."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        yield from iter_futures(shards, lambda shard: pool.submit(produce, shard), ahead=ahead)
 
 
 def load_build_inputs(
@@ -244,6 +259,49 @@ def load_build_inputs(
     return records, attrs
 
 
+def render_samples(
+    records: list[ImageRecord],
+    first: int,
+    start: int,
+    stop: int,
+    image_dir: str | Path,
+    *,
+    render: RenderConfig,
+    augment: AugmentConfig,
+    build: BuildConfig,
+    skeleton: Skeleton,
+) -> dict[str, np.ndarray]:
+    """Samples [start, stop) stacked (see `make_sample`); `records` starts at record `first`
+    and covers every image of those samples (sample n is view n % K of record n // K)."""
+    image_dir = Path(image_dir)
+    k = build.views_per_image
+    samples = []
+    for r in range(start // k, (stop - 1) // k + 1):
+        record = records[r - first]
+        image = read_image(image_dir, record)
+        if build.use_masks:
+            mask = ignore_mask(record)
+        else:
+            mask = np.ones(image.shape[:2], np.uint8)
+        for v in range(k):
+            if start <= r * k + v < stop:
+                view = make_view(record, v, seed=build.seed, render=render, augment=augment)
+                samples.append(
+                    make_sample(image, mask, record, view, render=render, skeleton=skeleton)
+                )
+    return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+def shard_records(
+    records: list[ImageRecord], shard: int, build: BuildConfig
+) -> tuple[int, int, int, list[ImageRecord]]:
+    """(start, stop, first, records[first:...]): a shard's sample range and its images."""
+    k, per = build.views_per_image, build.samples_per_shard
+    start, stop = st.shard_range(shard, len(records) * k, per)
+    first = start // k
+    return start, stop, first, records[first : (stop - 1) // k + 1]
+
+
 def shard_producer(
     records: list[ImageRecord],
     image_dir: str | Path,
@@ -254,29 +312,57 @@ def shard_producer(
     skeleton: Skeleton,
 ) -> Callable[[int], dict[str, np.ndarray]]:
     """A function shard -> that shard's stacked samples (see `make_sample`), thread-safe."""
-    image_dir = Path(image_dir)
-    k, per = build.views_per_image, build.samples_per_shard
-    n = len(records) * k
+    kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
 
     def produce(shard: int) -> dict[str, np.ndarray]:
-        start, stop = st.shard_range(shard, n, per)
-        samples = []
-        for r in range(start // k, (stop - 1) // k + 1):
-            record = records[r]
-            image = read_image(image_dir, record)
-            if build.use_masks:
-                mask = ignore_mask(record)
-            else:
-                mask = np.ones(image.shape[:2], np.uint8)
-            for v in range(k):
-                if start <= r * k + v < stop:
-                    view = make_view(record, v, seed=build.seed, render=render, augment=augment)
-                    samples.append(
-                        make_sample(image, mask, record, view, render=render, skeleton=skeleton)
-                    )
-        return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+        start, stop, first, chunk = shard_records(records, shard, build)
+        return render_samples(chunk, first, start, stop, image_dir, **kw)
 
     return produce
+
+
+def render_and_write_shard(
+    out: str,
+    shard: int,
+    records: list[ImageRecord],
+    first: int,
+    start: int,
+    stop: int,
+    image_dir: str,
+    render: RenderConfig,
+    augment: AugmentConfig,
+    build: BuildConfig,
+    skeleton: Skeleton,
+) -> np.ndarray:
+    """Render one shard, write its GT arrays, mark it done; returns its (B, S, S, 3) crops.
+
+    Runs in a worker process of the one-pass build (`teacher_pass.build_teacher_cache`):
+    rendering is mostly small numpy operations that hold the GIL, which would stall an
+    inference loop in the same process.
+    """
+    arrays = render_samples(
+        records, first, start, stop, image_dir,
+        render=render, augment=augment, build=build, skeleton=skeleton,
+    )  # fmt: skip
+    write_gt_shard(zarr.open_group(out, mode="r+"), shard, build.samples_per_shard, arrays)
+    return arrays["images"]
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Worker-process initializer: exit when the parent dies (a kill -9 of the build would
+    otherwise leave the pool's workers waiting forever on its task queue)."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def read_shard_images(out: str, start: int, stop: int) -> np.ndarray:
+    """(B, S, S, 3) crops of samples [start, stop) of a written store."""
+    return zarr.open_group(out, mode="r")["images"][start:stop]
 
 
 def build_gt_store(

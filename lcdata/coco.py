@@ -8,6 +8,11 @@ Filtering rules (written down because users keep asking, see docs/store.md):
   (v > 0) keypoints; only images with at least one labelled person become samples;
 - the ignore mask (W of eq. 1) is 0 on crowd regions and on persons with fewer labelled
   keypoints than `min_keypoints` (by default: none), from their segmentations, 1 elsewhere.
+
+Memory: the file is read in chunks and each element of `annotations` is reduced to what
+the checks and `ignore_mask` need as soon as it is parsed (`_Annotation`), so the tree of
+Python objects of the whole file (~7x the file size) never exists at once. Invalid JSON is
+read again with `json.load`, whose error message is the one reported.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -31,6 +39,8 @@ MAX_IMAGE_SIDE = 1 << 15
 MAX_COORD = 2 * MAX_IMAGE_SIDE
 """Largest |coordinate| (px) of a keypoint, box or polygon: farther is a broken file, and
 pycocotools' polygon rasteriser needs memory in proportion to the polygon's perimeter."""
+CHUNK_CHARS = 1 << 20
+"""Characters read from the annotation file at a time."""
 
 
 @dataclass
@@ -40,7 +50,9 @@ class ImageRecord:
     Attributes:
         keypoints: (P, 17, 3) float32 of the labelled persons: (x, y) image pixels, COCO v.
         boxes: (P, 4) float32 xywh of the labelled persons, image pixels.
-        ignore: annotations (dicts with `segmentation`) whose area is masked out.
+        ignore: annotations whose area is masked out, as dicts of their `id`, `image_id`,
+            `category_id`, `iscrowd`, `bbox` and `segmentation` fields (those present in
+            the file); polygons that pass `ignore_mask`'s checks are (2n,) float64 arrays.
     """
 
     image_id: int
@@ -100,6 +112,193 @@ def _require(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> A
     return value
 
 
+def _polygon_ok(poly: Any) -> bool:
+    """Whether `ignore_mask` rasterises `poly` (>= 3 points, numbers within +-MAX_COORD)."""
+    try:
+        return (
+            isinstance(poly, list)
+            and len(poly) >= 6
+            and all(_number(v) and abs(v) <= MAX_COORD for v in poly)
+        )
+    except OverflowError:  # an int too large for a float: ignore_mask reports it
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Annotation:
+    """One element of `annotations`, reduced while the file is read to what `load_coco`'s
+    checks and `ignore_mask` read.
+
+    Attributes:
+        fields: the annotation's `id`, `image_id`, `category_id`, `iscrowd` and `bbox` and,
+            where it may become an ignore region, its `segmentation` with each valid polygon
+            as a float64 array (4x smaller than a list of floats, and pycocotools converts
+            polygons to float64 anyway); the element itself where it is not an object, so
+            the checks fail on it as on the file.
+        has_keypoints: whether the keypoint field (`keypoint_field` or `keypoints`) is there.
+        keypoints: (17, 3) float32 from `_parse_keypoints`, or the exception it raised (raised
+            when `load_coco` reaches this element, so errors keep the file's order); None
+            for other categories, whose keypoints are never read.
+    """
+
+    fields: Any
+    has_keypoints: bool
+    keypoints: np.ndarray | Exception | None
+
+    def parsed_keypoints(self) -> np.ndarray:
+        if isinstance(self.keypoints, Exception):
+            raise self.keypoints
+        assert self.keypoints is not None, "keypoints are parsed for every person"
+        return self.keypoints
+
+
+_CHECKED_FIELDS = ("id", "image_id", "category_id", "iscrowd", "bbox")
+
+
+def _reduce_annotation(
+    ann: Any, *, source: str, keypoint_field: str, min_keypoints: int
+) -> _Annotation:
+    """`ann` as `_Annotation`: never raises, `load_coco` checks the result."""
+    if not isinstance(ann, dict):
+        return _Annotation(ann, False, None)
+    fields = {k: ann[k] for k in _CHECKED_FIELDS if k in ann}
+    field_name = keypoint_field if keypoint_field in ann else "keypoints"
+    keypoints: np.ndarray | Exception | None = None
+    if ann.get("category_id", PERSON_CATEGORY) == PERSON_CATEGORY:
+        try:
+            keypoints = _parse_keypoints(ann, field_name, source)
+        except Exception as err:  # raised by load_coco when it gets there, in file order
+            # without its traceback, whose frames would keep `ann` alive
+            keypoints = err.with_traceback(None)
+        iscrowd = ann.get("iscrowd", 0)
+        labelled_person = (
+            isinstance(keypoints, np.ndarray)
+            and isinstance(iscrowd, (int, float))
+            and iscrowd == 0
+            and int((keypoints[:, 2] > 0).sum()) >= min_keypoints
+        )
+        # a labelled person's segmentation is never read: drop it (most of the file's size)
+        if "segmentation" in ann and not labelled_person:
+            seg = ann["segmentation"]
+            if isinstance(seg, list):
+                seg = [np.asarray(p, np.float64) if _polygon_ok(p) else p for p in seg]
+            fields["segmentation"] = seg
+    return _Annotation(fields, field_name in ann, keypoints)
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")  # JSON's, as in json.decoder
+_DECODER = json.JSONDecoder()
+
+
+class _JsonText:
+    """The text of a JSON file read in chunks, with a cursor; text before it is dropped.
+
+    Keys and values are parsed by the stdlib decoder; methods raise ValueError on anything
+    unexpected, without a useful message (the caller then reads the file with `json.load`).
+    """
+
+    def __init__(self, f: TextIO) -> None:
+        self.f, self.text, self.pos, self.eof = f, "", 0, False
+
+    def _more(self) -> bool:
+        """Append the next chunk; False at the end of the file."""
+        if self.eof:
+            return False
+        # at least doubles the unread text: a huge value is parsed O(log size) times
+        chunk = self.f.read(max(CHUNK_CHARS, len(self.text) - self.pos))
+        if not chunk:
+            self.eof = True
+            return False
+        self.text = self.text[self.pos :] + chunk
+        self.pos = 0
+        return True
+
+    def peek(self) -> str:
+        """The next character after whitespace, "" at the end of the file."""
+        while True:
+            self.pos = _WHITESPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text):
+                return self.text[self.pos]
+            if not self._more():
+                return ""
+
+    def take(self, char: str) -> bool:
+        """Consume `char` if it comes next (after whitespace)."""
+        if self.peek() != char:
+            return False
+        self.pos += 1
+        return True
+
+    def value(self) -> Any:
+        """The next JSON value (after whitespace)."""
+        self.peek()
+        while True:
+            try:
+                obj, end = _DECODER.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError:
+                if self._more():  # the value may only be cut by the chunk's end
+                    continue
+                raise
+            if end == len(self.text) and self._more():
+                continue  # a number may go on in the next chunk
+            self.pos = end
+            return obj
+
+    def array(self, element: Callable[[Any], Any]) -> list:
+        """The array starting at the cursor, `element` applied to each item as it is read."""
+        if not self.take("["):
+            raise ValueError("not an array")
+        items: list = []
+        if self.take("]"):
+            return items
+        while True:
+            items.append(element(self.value()))
+            if self.take("]"):
+                return items
+            if not self.take(","):
+                raise ValueError("expected , or ]")
+
+
+def _read_json_object(f: TextIO, reducers: dict[str, Callable[[Any], Any]]) -> dict | None:
+    """The top-level JSON object of `f`, with `reducers[key]` applied to each element of the
+    array under `key` as soon as it is parsed; None where the file is not a valid JSON
+    object (or anything else goes wrong): `json.load` then says why."""
+    text = _JsonText(f)
+    data: dict[str, Any] = {}
+    try:
+        if not text.take("{"):
+            return None
+        if not text.take("}"):
+            while True:
+                if text.peek() != '"':
+                    return None
+                key = text.value()
+                if not text.take(":"):
+                    return None
+                reducer = reducers.get(key)
+                if reducer is not None and text.peek() == "[":
+                    data[key] = text.array(reducer)
+                else:
+                    data[key] = text.value()
+                if text.take("}"):
+                    break
+                if not text.take(","):
+                    return None
+        return data if text.peek() == "" else None
+    except (ValueError, RecursionError):  # JSON or UTF-8 errors, too-long ints, deep nesting
+        return None
+
+
+def _load_json(f: TextIO, reducers: dict[str, Callable[[Any], Any]]) -> Any:
+    """`json.load(f)`, reduced as by `_read_json_object` where that can read the file."""
+    if f.seekable():  # a pipe cannot be read twice
+        data = _read_json_object(f, reducers)
+        if data is not None:
+            return data
+        f.seek(0)
+    return json.load(f)
+
+
 def load_coco(
     ann_file: str | Path,
     *,
@@ -120,9 +319,15 @@ def load_coco(
         (callers decide what to skip).
     """
     source = str(ann_file)
+    reduce = partial(
+        _reduce_annotation,
+        source=source,
+        keypoint_field=keypoint_field,
+        min_keypoints=min_keypoints,
+    )
     try:
         with open(ann_file, encoding="utf-8") as f:
-            data = json.load(f)
+            data = _load_json(f, {"annotations": reduce})
     except FileNotFoundError:
         raise LcposeError(f"{source}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -152,8 +357,11 @@ def load_coco(
 
     persons: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in records}
     seen_ids: set[int] = set()
-    for i, ann in enumerate(annotations):
+    for i, item in enumerate(annotations):
         where = f"{source}: annotations[{i}]"
+        if not isinstance(item, _Annotation):  # read by json.load
+            item = reduce(item)
+        ann = item.fields
         ann_id = _require(ann, "id", int, where)
         if ann_id in seen_ids:
             raise LcposeError(f"{where}: duplicate annotation id {ann_id}")
@@ -169,11 +377,10 @@ def load_coco(
         if not isinstance(iscrowd, (int, float)) or iscrowd not in (0, 1):
             raise LcposeError(f"{where}: id={ann_id}: 'iscrowd' must be 0 or 1, got {iscrowd!r}")
         crowd = bool(iscrowd)
-        field_name = keypoint_field if keypoint_field in ann else "keypoints"
-        if crowd and field_name not in ann:
+        if crowd and not item.has_keypoints:
             records[image_id].ignore.append(ann)
             continue
-        kps = _parse_keypoints(ann, field_name, source)
+        kps = item.parsed_keypoints()
         labelled = int((kps[:, 2] > 0).sum())
         if crowd or labelled < min_keypoints:
             if "segmentation" in ann or "bbox" in ann:
@@ -190,6 +397,7 @@ def load_coco(
             raise LcposeError(f"{where}: id={ann_id} has a negative bbox size {bbox}")
         persons[image_id].append((kps, box))
 
+    del data, images, annotations  # before stacking: only the kept arrays are still needed
     for image_id, items in persons.items():
         if items:
             records[image_id].keypoints = np.stack([k for k, _ in items]).astype(np.float32)
@@ -209,8 +417,8 @@ def _keypoint_box(kps: np.ndarray) -> np.ndarray:
 def ignore_mask(record: ImageRecord) -> np.ndarray:
     """(H, W) uint8 mask of one image: 1 = supervise, 0 = crowd or unlabelled person.
 
-    Segmentations may be polygons, uncompressed or compressed RLE; an annotation without a
-    segmentation masks its bbox instead.
+    Segmentations may be polygons (lists of numbers or float64 arrays), uncompressed or
+    compressed RLE; an annotation without a segmentation masks its bbox instead.
     """
     h, w = record.height, record.width
     mask = np.ones((h, w), np.uint8)
@@ -218,7 +426,7 @@ def ignore_mask(record: ImageRecord) -> np.ndarray:
         seg = ann.get("segmentation")
         try:
             if isinstance(seg, list) and seg:
-                polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
+                polys = [p for p in seg if isinstance(p, (list, np.ndarray)) and len(p) >= 6]
                 if not polys:
                     raise ValueError("no polygon with 3 or more points")
                 if not all(_number(v) and abs(v) <= MAX_COORD for p in polys for v in p):

@@ -26,9 +26,12 @@ pass over a store that holds another teacher's outputs is refused unless `overwr
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,13 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 from lcdata import store as st
 from lcdata.build import (
     BuildConfig,
-    iter_shards,
+    exit_with_parent,
+    iter_futures,
     load_build_inputs,
     prepare_store,
-    shard_producer,
-    write_gt_shard,
+    read_shard_images,
+    render_and_write_shard,
+    shard_records,
 )
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
@@ -228,57 +233,52 @@ def run_teacher_pass(
         todo = st.pending_shards(group, "teacher", part=part_or_all)
         images = group["images"]
 
-        def read(shard: int) -> dict[str, np.ndarray]:
+        def read(shard: int) -> np.ndarray:
             start, stop = st.shard_range(shard, n, per)
-            return {"images": images[start:stop]}
+            return images[start:stop]
 
-        _infer_and_write(
-            todo,
-            read,
-            group=group,
-            out=out,
-            teacher=teacher,
-            per=per,
-            batch_size=batch_size,
-            gt_todo=set(),
-            workers=1,
-            desc="teacher",
-            progress=progress,
-        )
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            _infer_and_write(
+                todo,
+                lambda shard: reader.submit(read, shard),
+                group=group,
+                out=out,
+                teacher=teacher,
+                per=per,
+                batch_size=batch_size,
+                desc="teacher",
+                progress=progress,
+            )
         st.finalize(group, tuple(st.store_attrs(group).get("stages", ("gt", "teacher"))))
         return st.store_attrs(group)
 
 
 def _infer_and_write(
     shards: list[int],
-    produce: Callable[[int], dict[str, np.ndarray]],
+    submit: Callable[[int], Future],
     *,
     group: Any,
     out: Path,
     teacher: Teacher,
     per: int,
     batch_size: int,
-    gt_todo: set[int],
-    workers: int,
     desc: str,
     progress: bool,
 ) -> None:
-    """Teacher outputs of each shard's crops; GT arrays of the shards in `gt_todo` as well.
+    """Run the teacher on each shard's crops and write its outputs, in shard order.
 
-    `produce(shard)` gives the shard's arrays (at least `images`), computed up to
-    READ_AHEAD shards ahead by `workers` threads while this thread runs the teacher; one
-    writer thread writes in submission order, so a shard's GT is always marked done before
-    its teacher outputs are.
+    `submit(shard)` starts getting the shard's (B, S, S, 3) crops (reading them, or
+    rendering and writing the shard's GT first) and returns a future; up to READ_AHEAD
+    shards are in flight while this thread infers. One writer thread quantises, compresses
+    and writes the outputs, then marks the shard done in progress/teacher.
     """
     bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress)
     writes: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=1) as writer:
         try:
-            for shard, arrays in iter_shards(shards, produce, workers=workers, ahead=READ_AHEAD):
-                if shard in gt_todo:
-                    writes.append(writer.submit(write_gt_shard, group, shard, per, arrays))
+            for shard, crops in iter_futures(shards, submit, ahead=READ_AHEAD):
                 heat, pafs = predict_shard(
-                    teacher, arrays["images"], batch_size=batch_size, where=f"{out}: shard {shard}"
+                    teacher, crops, batch_size=batch_size, where=f"{out}: shard {shard}"
                 )
                 writes.append(writer.submit(_write_shard, group, shard, shard * per, heat, pafs))
                 while len(writes) > MAX_PENDING_WRITES:
@@ -316,7 +316,10 @@ def build_teacher_cache(
     whose teacher outputs are not is read back from the store instead of re-rendered.
 
     Args: as `build_gt_store` and `run_teacher_pass`; `overwrite` replaces the outputs of
-    another teacher in an existing store (with `resume`).
+    another teacher in an existing store (with `resume`). `workers` is the number of GT
+    rendering processes (started with "spawn": a script calling this function needs the
+    usual `if __name__ == "__main__":` guard); 0 renders in a thread of this process,
+    which shares the GIL with inference and is slower.
 
     Returns:
         The store attributes afterwards.
@@ -343,30 +346,50 @@ def build_teacher_cache(
     with st.write_lock(out, part=part):
         group = prepare_store(out, attrs, resume=resume, part=part)
         _prepare_teacher_arrays(group, out, teacher, resume=True, overwrite=overwrite, part=part)
-        n, per = attrs["num_samples"], attrs["samples_per_shard"]
+        per = attrs["samples_per_shard"]
         gt_todo = set(st.pending_shards(group, "gt", part=part_or_all))
         todo = sorted(gt_todo | set(st.pending_shards(group, "teacher", part=part_or_all)))
-        render_shard = shard_producer(records, image_dir, **kw)
-        images = group["images"]
+        # GT rendering runs in worker processes: in threads it holds the GIL for long
+        # stretches of small numpy calls and starves the inference loop. "spawn", because
+        # forking a process that runs torch, zarr's event loop and writer threads is unsafe.
+        pool: Executor
+        if workers > 0:
+            pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+                initargs=(os.getpid(),),
+            )
+        else:
+            pool = ThreadPoolExecutor(max_workers=1)
+        with pool:
 
-        def produce(shard: int) -> dict[str, np.ndarray]:
-            if shard in gt_todo:
-                return render_shard(shard)
-            start, stop = st.shard_range(shard, n, per)
-            return {"images": images[start:stop]}
+            def submit(shard: int) -> Future:
+                start, stop, first, chunk = shard_records(records, shard, build)
+                if shard not in gt_todo:
+                    return pool.submit(read_shard_images, str(out), start, stop)
+                return pool.submit(
+                    render_and_write_shard, str(out), shard, chunk, first, start, stop,
+                    str(image_dir), render, augment, build, skeleton,
+                )  # fmt: skip
 
-        _infer_and_write(
-            todo,
-            produce,
-            group=group,
-            out=out,
-            teacher=teacher,
-            per=per,
-            batch_size=batch_size,
-            gt_todo=gt_todo,
-            workers=workers,
-            desc="build + teacher",
-            progress=progress,
-        )
+            try:
+                _infer_and_write(
+                    todo,
+                    submit,
+                    group=group,
+                    out=out,
+                    teacher=teacher,
+                    per=per,
+                    batch_size=batch_size,
+                    desc="build + teacher",
+                    progress=progress,
+                )
+            except BrokenProcessPool:
+                raise LcposeError(
+                    f"{out}: a GT rendering process died (killed, out of memory, or a "
+                    f"script calling build_teacher_cache without an `if __name__ == "
+                    f"'__main__':` guard); rerun with --resume, or with --workers 0"
+                ) from None
         st.finalize(group, tuple(st.store_attrs(group).get("stages", ("gt", "teacher"))))
         return st.store_attrs(group)

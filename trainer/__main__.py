@@ -1,3 +1,6 @@
+"""`python -m trainer`: the trainer command line."""
+
 from trainer.cli import main
 
-main()
+if __name__ == "__main__":  # worker processes (spawn) import this module too
+    main()

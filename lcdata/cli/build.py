@@ -45,7 +45,12 @@ def parse_part(value: str | None) -> tuple[int, int] | None:
 @click.option("--no-masks", is_flag=True, help="Supervise everything: no ignore regions.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted build of the same config.")
 @click.option("--shard", "part", default=None, help="Write only slice i of n (i/n).")
-@click.option("--workers", default=2, show_default=True, help="Rendering threads.")
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    help="GT rendering threads; with --teacher, rendering processes (0: one thread).",
+)
 @click.option("--batch-size", default=16, show_default=True, help="Teacher batch size.")
 @click.option("--device", default="cpu", show_default=True, help="Teacher device (cpu, cuda).")
 @click.option("--overwrite-teacher", is_flag=True, help="Replace existing teacher arrays.")
