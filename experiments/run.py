@@ -151,6 +151,8 @@ DEFAULTS: dict[str, Any] = {
         "methods": ["kd05", "kd1", "lc", "lc_hm", "lc_paf", "kd05_lc"],
         "iterate": ["lc_x2", "kd05_lc_x2"],
         "clean_bound": True,
+        "iterate_seeds": None,  # seeds that get the iterate rows; None = every seed
+        "clean_bound_seeds": None,  # seeds that get the clean-label bound; None = every seed
         "curves": ["baseline", "kd05", "lc"],
         "coverage_samples": 1024,
         "coverage_threshold": 0.5,
@@ -297,6 +299,10 @@ def datasets(cfg: dict[str, Any]) -> list[Dataset]:
             )
         return list(out.values())
     p, q = float(data["missed_visible"]), float(data["unannotated"])
+
+    def chosen(key: str, seed: int) -> bool:
+        return proto.get(key) is None or seed in proto[key]
+
     for seed in cfg["seeds"]:
         name = dataset_name(p, q, seed)
         synth = {**data["synth"], "missed_visible": p, "unannotated": q}
@@ -305,8 +311,8 @@ def datasets(cfg: dict[str, Any]) -> list[Dataset]:
             int(seed),
             synth,
             tuple(proto["methods"]),
-            tuple(proto["iterate"]),
-            bool(proto["clean_bound"]),
+            tuple(proto["iterate"]) if chosen("iterate_seeds", seed) else (),
+            bool(proto["clean_bound"]) and chosen("clean_bound_seeds", seed),
             main=True,
             level=p if p == q else None,
         )
