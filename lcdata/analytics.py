@@ -8,6 +8,13 @@ Every sum runs over supervised cells only (mask = 1): masked cells get no gradie
 a target holds there does not matter for training. Heatmap sums cover the K part channels
 (the background is derived from them). All sums are float64.
 
+Statistics are computed per shard (`shard_stats`) and added up in shard order. `lcdata
+correct` computes a shard's statistics in the task that writes its targets, from the blocks
+that task already holds, and saves them as `<out>/.lcpose-analytics/<shard>.npz` before it
+marks the shard done; at the end `collect_analytics` adds them up (computing any shard that
+has none from the stored arrays) and the folder is removed. `compute_analytics` computes
+every shard from the stored arrays, with the same result.
+
 Always (`shard_stats`):
     heatmaps.added[k]    sum max(0, Y_k - G_k): mass the correction added to part k
                          (for mode max: sum max(0, H_T - H_GT), the teacher's contribution)
@@ -33,7 +40,10 @@ different failures) go to "mixed".
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import textwrap
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +66,12 @@ BUCKETS: tuple[str, ...] = (*FAILURES, "mixed")
 """Cause codes 1..5 of a missing cell; 0 = labelled in the noisy file, -1 = not in the truth."""
 
 _PREFIX = "analytics"
+STATS_DIR = ".lcpose-analytics"
+"""Folder inside a corrected store that holds each written shard's statistics (`<shard>.npz`)
+until the store is complete; `lcdata correct` removes it once the totals are in the attributes."""
+STATS_VERSION = 1
+"""Format of the saved shard statistics: bump when `shard_stats` changes what it returns."""
+_TAG_KEY = "_tag"
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,7 +229,8 @@ def correction_stats(
     """Mass added/removed per part and PAF cells changed per limb, over supervised cells.
 
     Args:
-        gt_h, tgt_h: (N, K+1, h, w) heatmaps; gt_p, tgt_p: (N, 2L, h, w) PAFs.
+        gt_h, tgt_h: (N, K+1, h, w) heatmaps; gt_p, tgt_p: (N, 2L, h, w) PAFs; float16 as
+            stored, or float32 copies of those values.
         masks: (N, h, w) uint8, 1 = supervised.
 
     Returns:
@@ -221,25 +238,41 @@ def correction_stats(
         heat_target (K,), heat_added (K,), heat_removed (K,), paf_gt_cells (L,),
         paf_target_cells (L,), paf_changed (L,), paf_mass_added (L,).
     """
-    m = np.asarray(masks, np.float64)[:, None]  # (N, 1, h, w)
-    g = np.asarray(gt_h[:, :-1], np.float64)
-    y = np.asarray(tgt_h[:, :-1], np.float64)
-    diff = y - g
+    # The maps are float16 multiples of 2^-9: their differences (below 2^15 in magnitude,
+    # far beyond any map) and products with the 0/1 mask are exact in float32, and so are
+    # the float64 sums (every partial sum is a multiple of 2^-9 below 2^44), so all but one
+    # value equal a float64 computation bit for bit at a fraction of its cost (hence also
+    # removed = added - (target - GT), exactly). The exception is `paf_mass_added`: limb
+    # lengths come from a float32 sqrt (about 1e-7 relative per cell; tests/test_correct.py
+    # bounds the sums against float64). The `> 0` tests use squared lengths, zero only for
+    # zero vectors.
     n, c, h, w = gt_p.shape
-    changed = (np.asarray(gt_p) != np.asarray(tgt_p)).reshape(n, c // 2, 2, h, w).any(axis=2)
-    ng, ny = _limb_norms(gt_p), _limb_norms(tgt_p)
     axes = (0, 2, 3)
+    m = np.asarray(masks, np.float32)[:, None]  # (N, 1, h, w)
+    supervised = m > 0
+    g = np.asarray(gt_h[:, :-1], np.float32) * m  # (N, K, h, w), 0 where not supervised
+    y = np.asarray(tgt_h[:, :-1], np.float32) * m
+    heat_gt, heat_target = g.sum(axes, dtype=np.float64), y.sum(axes, dtype=np.float64)
+    heat_added = np.maximum(y - g, 0).sum(axes, dtype=np.float64)
+    gv = np.asarray(gt_p, np.float32).reshape(n, c // 2, 2, h, w)
+    yv = np.asarray(tgt_p, np.float32).reshape(n, c // 2, 2, h, w)
+    sq_g, sq_y = np.square(gv).sum(axis=2), np.square(yv).sum(axis=2)  # (N, L, h, w)
+    growth = np.maximum(np.sqrt(sq_y) - np.sqrt(sq_g), 0) * m
+
+    def supervised_count(flags: np.ndarray) -> np.ndarray:
+        return np.logical_and(flags, supervised).sum(axes).astype(np.float64)
+
     return {
-        "samples": np.array([len(masks)], np.float64),
-        "cells": np.array([m.sum()]),
-        "heat_gt": (g * m).sum(axes),
-        "heat_target": (y * m).sum(axes),
-        "heat_added": (np.maximum(diff, 0) * m).sum(axes),
-        "heat_removed": (np.maximum(-diff, 0) * m).sum(axes),
-        "paf_gt_cells": ((ng > 0) * m).sum(axes),
-        "paf_target_cells": ((ny > 0) * m).sum(axes),
-        "paf_changed": (changed * m).sum(axes),
-        "paf_mass_added": (np.maximum(ny - ng, 0) * m).sum(axes),
+        "samples": np.array([n], np.float64),
+        "cells": np.array([m.sum(dtype=np.float64)]),
+        "heat_gt": heat_gt,
+        "heat_target": heat_target,
+        "heat_added": heat_added,
+        "heat_removed": heat_added - (heat_target - heat_gt),
+        "paf_gt_cells": supervised_count(sq_g > 0),
+        "paf_target_cells": supervised_count(sq_y > 0),
+        "paf_changed": supervised_count((gv != yv).any(axis=2)),
+        "paf_mass_added": growth.sum(axes, dtype=np.float64),
     }
 
 
@@ -418,6 +451,190 @@ def shard_stats(
 # The whole store
 
 
+@dataclass(frozen=True)
+class AnalyticsSetup:
+    """What every shard's statistics need besides its arrays (see `analytics_setup`).
+
+    Attributes:
+        skeleton, cfg: of the cache store.
+        truth: the clean truth (`--clean`), or None for the correction statistics only.
+        clean: the `truth.file` entry of the analytics (path, sha256, keypoints_removed).
+    """
+
+    skeleton: Skeleton
+    cfg: RenderConfig
+    truth: CleanTruth | None = None
+    clean: dict[str, Any] | None = None
+
+    @property
+    def arrays(self) -> tuple[str, ...]:
+        """Cache store arrays a shard's statistics read besides gt/* (and the targets)."""
+        meta = ("meta/image_id", "meta/affine", "meta/flipped") if self.truth is not None else ()
+        return ("masks", *meta)
+
+    @property
+    def tag(self) -> str:
+        """What saved shard statistics hold: their format and the clean file they used."""
+        clean = self.truth.clean_sha256 if self.truth is not None else "none"
+        return f"stats-v{STATS_VERSION} clean={clean}"
+
+    def task_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `shard_stats` in a dask task (the truth is one shared key)."""
+        if self.truth is None:
+            return {}
+        return {"truth": dask.delayed(self.truth), "cfg": self.cfg, "skeleton": self.skeleton}
+
+
+def analytics_setup(source: str | Path, clean: str | Path | None = None) -> AnalyticsSetup:
+    """Read what the analytics of a correction of `source` need, checking `clean` first.
+
+    Args:
+        source: the cache store.
+        clean: the synthetic benchmark's clean annotation file; its noisy counterpart is
+            the annotation file recorded in the source store's attributes.
+
+    Raises:
+        LcposeError: the noisy annotation file is missing or changed, or the files do not pair.
+    """
+    attrs = st.read_attrs(source)
+    skeleton = Skeleton.from_attrs(attrs["skeleton"])
+    cfg = RenderConfig.from_attrs(attrs["render"])
+    if clean is None:
+        return AnalyticsSetup(skeleton, cfg)
+    noisy = Path(attrs.get("source", {}).get("annotations", ""))
+    if not noisy.is_file():
+        raise LcposeError(
+            f"--clean: the store's annotation file {noisy} is not found; it is needed to "
+            f"tell which truth the labels lack"
+        )
+    if file_sha256(noisy) != attrs["source"].get("annotations_sha256"):
+        raise LcposeError(f"--clean: {noisy} changed since the store was built")
+    truth = load_clean_truth(
+        clean,
+        noisy,
+        skeleton=skeleton,
+        noisy_field=attrs.get("build", {}).get("keypoint_field", "keypoints"),
+    )
+    info = {
+        "path": str(Path(clean).resolve()),
+        "sha256": truth.clean_sha256,
+        "keypoints_removed": truth.keypoints_removed,
+    }
+    return AnalyticsSetup(skeleton, cfg, truth, info)
+
+
+def shard_stats_tasks(
+    source: str | Path, corrected: str | Path, shards: list[int], setup: AnalyticsSetup
+) -> list[Any]:
+    """One dask.delayed `shard_stats` per listed shard, reading the stored arrays."""
+
+    def blocks(path: str | Path, name: str) -> np.ndarray:
+        return open_dask(path, name).to_delayed().ravel()
+
+    inputs = [
+        blocks(source, "gt/heatmaps"),
+        blocks(source, "gt/pafs"),
+        blocks(corrected, "target/heatmaps"),
+        blocks(corrected, "target/pafs"),
+        *(blocks(source, name) for name in setup.arrays),
+    ]
+    kwargs = setup.task_kwargs()
+    task = dask.delayed(shard_stats, pure=True)
+    return [
+        task(*(arr[s] for arr in inputs), **kwargs, dask_key_name=f"{_PREFIX}-{s}") for s in shards
+    ]
+
+
+def sum_stats(per_shard: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Totals of `shard_stats` results, added in list order (which fixes the rounding)."""
+    return {key: np.sum([r[key] for r in per_shard], axis=0) for key in per_shard[0]}
+
+
+def save_shard_stats(
+    folder: str | Path, shard: int, stats: dict[str, np.ndarray], *, tag: str
+) -> Path:
+    """Store one shard's `shard_stats` as `<folder>/<shard>.npz`, atomically.
+
+    Written under a temporary name and renamed, so a reader (or a resumed run) sees the
+    whole file or none. `tag` (`AnalyticsSetup.tag`) is stored with it.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{shard}-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **stats, **{_TAG_KEY: np.array(tag)})
+        path = folder / f"{shard}.npz"
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_shard_stats(folder: str | Path, shard: int, *, tag: str) -> dict[str, np.ndarray] | None:
+    """The statistics `save_shard_stats` stored for `shard`, or None when there are none
+    with this `tag` (absent, another --clean file, another format, or unreadable)."""
+    path = Path(folder) / f"{shard}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _TAG_KEY not in data.files or str(data[_TAG_KEY]) != tag:
+                return None
+            return {key: data[key] for key in data.files if key != _TAG_KEY}
+    except FileNotFoundError:
+        return None
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile):
+        return None  # a damaged file: its shard is recomputed from the stored arrays
+
+
+def collect_analytics(
+    source: str | Path,
+    corrected: str | Path,
+    *,
+    setup: AnalyticsSetup,
+    saved: str | Path | None = None,
+    scheduler: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Analytics of a corrected store from per-shard statistics saved while writing it.
+
+    Shards without statistics in `saved` (with `setup.tag`) are computed from the stored
+    arrays, one dask task per shard, so the result is always complete. Totals are added
+    in shard order, so they do not depend on which shards were saved and which recomputed.
+
+    Args:
+        source: the cache store (gt/*, masks, meta/*).
+        corrected: the corrected store (target/*), every shard written.
+        setup: `analytics_setup(source, clean)`.
+        saved: folder of `save_shard_stats` files, or None to compute every shard.
+        scheduler: dask.distributed address, or None for local threads.
+
+    Returns:
+        JSON-safe dict (see `summarize_stats`).
+    """
+    from lcdata.correct import compute_with_progress
+
+    num = open_dask(source, "gt/heatmaps").numblocks[0]
+    per_shard: dict[int, dict[str, np.ndarray]] = {}
+    if saved is not None:
+        for s in range(num):
+            stats = load_shard_stats(saved, s, tag=setup.tag)
+            if stats is not None:
+                per_shard[s] = stats
+    missing = [s for s in range(num) if s not in per_shard]
+    if missing:
+        results = compute_with_progress(
+            shard_stats_tasks(source, corrected, missing, setup),
+            scheduler=scheduler,
+            desc="analytics",
+            prefix=_PREFIX,
+            progress=progress,
+        )
+        per_shard.update(zip(missing, results, strict=True))
+    totals = sum_stats([per_shard[s] for s in range(num)])
+    return summarize_stats(totals, skeleton=setup.skeleton, clean=setup.clean)
+
+
 def compute_analytics(
     source: str | Path,
     corrected: str | Path,
@@ -427,6 +644,9 @@ def compute_analytics(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Analytics of a corrected store against its cache store (one dask task per shard).
+
+    `lcdata correct` computes the same statistics inside its write tasks instead (see
+    `collect_analytics`); this re-reads every shard.
 
     Args:
         source: the cache store (gt/*, masks, meta/*).
@@ -438,56 +658,13 @@ def compute_analytics(
     Returns:
         JSON-safe dict (see `summarize_stats`).
     """
-    from lcdata.correct import compute_with_progress
-
-    attrs = st.read_attrs(source)
-    skeleton = Skeleton.from_attrs(attrs["skeleton"])
-    cfg = RenderConfig.from_attrs(attrs["render"])
-
-    def blocks(path: str | Path, name: str) -> np.ndarray:
-        return open_dask(path, name).to_delayed().ravel()
-
-    inputs = [
-        blocks(source, "gt/heatmaps"),
-        blocks(source, "gt/pafs"),
-        blocks(corrected, "target/heatmaps"),
-        blocks(corrected, "target/pafs"),
-        blocks(source, "masks"),
-    ]
-    kwargs: dict[str, Any] = {}
-    clean_info = None
-    if clean is not None:
-        noisy = Path(attrs.get("source", {}).get("annotations", ""))
-        if not noisy.is_file():
-            raise LcposeError(
-                f"--clean: the store's annotation file {noisy} is not found; it is needed to "
-                f"tell which truth the labels lack"
-            )
-        if file_sha256(noisy) != attrs["source"].get("annotations_sha256"):
-            raise LcposeError(f"--clean: {noisy} changed since the store was built")
-        truth = load_clean_truth(
-            clean,
-            noisy,
-            skeleton=skeleton,
-            noisy_field=attrs.get("build", {}).get("keypoint_field", "keypoints"),
-        )
-        inputs += [blocks(source, f"meta/{n}") for n in ("image_id", "affine", "flipped")]
-        kwargs = {"truth": dask.delayed(truth), "cfg": cfg, "skeleton": skeleton}
-        clean_info = {
-            "path": str(Path(clean).resolve()),
-            "sha256": truth.clean_sha256,
-            "keypoints_removed": truth.keypoints_removed,
-        }
-    task = dask.delayed(shard_stats, pure=True)
-    tasks = [
-        task(*(arr[s] for arr in inputs), **kwargs, dask_key_name=f"{_PREFIX}-{s}")
-        for s in range(len(inputs[0]))
-    ]
-    results = compute_with_progress(
-        tasks, scheduler=scheduler, desc="analytics", prefix=_PREFIX, progress=progress
+    return collect_analytics(
+        source,
+        corrected,
+        setup=analytics_setup(source, clean),
+        scheduler=scheduler,
+        progress=progress,
     )
-    totals = {key: np.sum([r[key] for r in results], axis=0) for key in results[0]}
-    return summarize_stats(totals, skeleton=skeleton, clean=clean_info)
 
 
 def _ratio(a: float, b: float) -> float | None:

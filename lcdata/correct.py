@@ -44,6 +44,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +56,19 @@ import zarr
 from tqdm import tqdm
 
 from lcdata import store as st
+from lcdata.analytics import (
+    STATS_DIR,
+    AnalyticsSetup,
+    CleanTruth,
+    analytics_setup,
+    collect_analytics,
+    save_shard_stats,
+    shard_stats,
+)
+from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.inspect import open_dask
+from lcdata.skeleton import Skeleton
 
 MODES: tuple[str, ...] = ("gt", "max", "heatmaps", "pafs", "kd", "kd+lc")
 BACKGROUND_RULES: tuple[str, ...] = ("recompute", "min", "max")
@@ -150,17 +163,7 @@ def target_heatmaps(
     background: str = "recompute",
 ) -> np.ndarray:
     """(N, K+1, h, w) float16 heatmap targets of `mode`, quantised to the store's 2^-9 grid."""
-    if mode in ("gt", "pafs"):
-        out = np.asarray(gt, np.float32)
-    elif mode in ("max", "heatmaps"):
-        out = correct_heatmaps(gt, teacher, background=background)
-    elif mode == "kd":
-        out = blend(gt, teacher, lam)
-    elif mode == "kd+lc":
-        out = blend(correct_heatmaps(gt, teacher, background=background), teacher, lam)
-    else:
-        raise LcposeError(f"--mode: unknown mode {mode!r} (choose {', '.join(MODES)})")
-    return st.quantize(out)
+    return st.quantize(_heatmaps_f32(gt, teacher, mode=mode, lam=lam, background=background))
 
 
 def target_pafs(
@@ -171,17 +174,50 @@ def target_pafs(
     lam: float = DEFAULT_LAMBDA,
 ) -> np.ndarray:
     """(N, 2L, h, w) float16 PAF targets of `mode`, quantised to the store's 2^-9 grid."""
+    return st.quantize(_pafs_f32(gt, teacher, mode=mode, lam=lam))
+
+
+def _heatmaps_f32(
+    gt: np.ndarray, teacher: np.ndarray | None, *, mode: str, lam: float, background: str
+) -> np.ndarray:
+    """`target_heatmaps` before quantisation: (N, K+1, h, w) float32."""
+    if mode in ("gt", "pafs"):
+        return np.asarray(gt, np.float32)
+    if mode in ("max", "heatmaps"):
+        return correct_heatmaps(gt, teacher, background=background)
+    if mode == "kd":
+        return blend(gt, teacher, lam)
+    if mode == "kd+lc":
+        return blend(correct_heatmaps(gt, teacher, background=background), teacher, lam)
+    raise LcposeError(f"--mode: unknown mode {mode!r} (choose {', '.join(MODES)})")
+
+
+def _pafs_f32(gt: np.ndarray, teacher: np.ndarray | None, *, mode: str, lam: float) -> np.ndarray:
+    """`target_pafs` before quantisation: (N, 2L, h, w) float32."""
     if mode in ("gt", "heatmaps"):
-        out = np.asarray(gt, np.float32)
-    elif mode in ("max", "pafs"):
-        out = correct_pafs(gt, teacher)
-    elif mode == "kd":
-        out = blend(gt, teacher, lam)
-    elif mode == "kd+lc":
-        out = blend(correct_pafs(gt, teacher), teacher, lam)
-    else:
-        raise LcposeError(f"--mode: unknown mode {mode!r} (choose {', '.join(MODES)})")
-    return st.quantize(out)
+        return np.asarray(gt, np.float32)
+    if mode in ("max", "pafs"):
+        return correct_pafs(gt, teacher)
+    if mode == "kd":
+        return blend(gt, teacher, lam)
+    if mode == "kd+lc":
+        return blend(correct_pafs(gt, teacher), teacher, lam)
+    raise LcposeError(f"--mode: unknown mode {mode!r} (choose {', '.join(MODES)})")
+
+
+def _quantize_both(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`st.quantize(maps)` (float16) and the same values in float32, without the slow
+    float16 -> float32 conversion where it is not needed.
+
+    Below 4 in magnitude every multiple of 2^-9 has at most 11 significant bits, so there
+    the rounded float32 values are exactly the float16 ones and are returned as they are;
+    otherwise they are read back from the float16 array (slower, exact too).
+    """
+    grid = np.round(np.asarray(maps, np.float32) / st.QUANT_STEP) * st.QUANT_STEP
+    stored = grid.astype(np.float16)
+    if grid.size and max(-float(grid.min()), float(grid.max())) < 4:
+        return stored, grid
+    return stored, stored.astype(np.float32)
 
 
 def needs_teacher(mode: str) -> bool:
@@ -442,27 +478,87 @@ def _prepare_output(
     return group
 
 
-def _write_target_shard(
-    out: str,
-    shard: int,
-    start: int,
-    heatmaps: np.ndarray,
-    pafs: np.ndarray,
-    copy_from: str | None,
-) -> int:
-    """Write one whole shard of both target arrays (and copied inputs), then mark it done.
+@dataclass(frozen=True)
+class _ShardJob:
+    """What every shard task of one `lcdata correct` run shares (small: it travels with
+    each task to the workers).
 
-    Runs inside a dask task (threads, or a distributed worker sharing the filesystem).
+    Attributes:
+        out: the corrected store.
+        mode, lam, background: the correction (module docstring).
+        samples_per_shard: B; shard s holds samples [s * B, (s + 1) * B).
+        copy_from: the cache store whose inputs (`INPUT_ARRAYS`) are copied, or None.
+        stats_dir: folder for each shard's analytics statistics (`save_shard_stats`), or
+            None to compute none.
+        stats_tag, skeleton, cfg: `AnalyticsSetup.tag`, `.skeleton` and `.cfg` (not the
+            setup itself: its clean truth is one task argument shared by all tasks).
     """
-    group = zarr.open_group(out, mode="r+")
+
+    out: str
+    mode: str
+    lam: float
+    background: str
+    samples_per_shard: int
+    copy_from: str | None = None
+    stats_dir: str | None = None
+    stats_tag: str = ""
+    skeleton: Skeleton | None = None
+    cfg: RenderConfig | None = None
+
+
+def _write_target_shard(
+    job: _ShardJob, shard: int, blocks: dict[str, np.ndarray], truth: CleanTruth | None = None
+) -> int:
+    """Compute and write one whole shard of both target arrays, then mark it done.
+
+    Runs inside a dask task (threads, or a distributed worker sharing the filesystem). The
+    order is what resume relies on: targets and copied inputs first, then the shard's
+    analytics statistics (computed on the blocks already in memory, saved in
+    `job.stats_dir`), then the progress flag, so a shard marked done has all of them.
+
+    Args:
+        blocks: this shard's blocks of the cache store arrays `required_arrays(job.mode)`
+            and, with analytics, `AnalyticsSetup.arrays`.
+        truth: the clean truth, when the analytics have one.
+    """
+    # float16 -> float32 once (exact, and not cheap): the targets and the statistics all
+    # work on these copies
+    maps = {
+        name: np.asarray(blocks[name], np.float32)
+        for name in ("gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs")
+        if name in blocks
+    }
+    gt_h, gt_p = maps["gt/heatmaps"], maps["gt/pafs"]
+    kw = {"mode": job.mode, "lam": job.lam}
+    # the stored float16 targets, and their values in float32 for the statistics
+    heatmaps, heatmaps32 = _quantize_both(
+        _heatmaps_f32(gt_h, maps.get("teacher/heatmaps"), background=job.background, **kw)
+    )
+    pafs, pafs32 = _quantize_both(_pafs_f32(gt_p, maps.get("teacher/pafs"), **kw))
+    group = zarr.open_group(job.out, mode="r+")
+    start = shard * job.samples_per_shard
     stop = start + len(heatmaps)
     group["target/heatmaps"][start:stop] = heatmaps
     group["target/pafs"][start:stop] = pafs
-    if copy_from is not None:
-        src = zarr.open_group(copy_from, mode="r")
+    if job.copy_from is not None:
+        src = zarr.open_group(job.copy_from, mode="r")
         for name in INPUT_ARRAYS:
             if name in group:
                 group[name][start:stop] = src[name][start:stop]
+    if job.stats_dir is not None:
+        meta = [blocks.get(f"meta/{n}") for n in ("image_id", "affine", "flipped")]
+        stats = shard_stats(
+            gt_h,
+            gt_p,
+            heatmaps32,
+            pafs32,
+            blocks["masks"],
+            *meta,
+            truth=truth,
+            cfg=job.cfg,
+            skeleton=job.skeleton,
+        )
+        save_shard_stats(job.stats_dir, shard, stats, tag=job.stats_tag)
     st.mark_shard_done(group, "target", shard)
     return shard
 
@@ -477,21 +573,46 @@ def write_tasks(
     background: str,
     copy_inputs: bool,
     samples_per_shard: int,
+    analytics: AnalyticsSetup | None = None,
+    stats_dir: Path | None = None,
 ) -> list[Any]:
-    """One dask.delayed per pending shard: compute its targets, write them, mark it done."""
-    heat, pafs = correct_lazy(source, mode=mode, lam=lam, background=background)
-    heat_blocks = heat.to_delayed().ravel()
-    paf_blocks = pafs.to_delayed().ravel()
+    """One dask.delayed per pending shard: compute its targets, write them, save its
+    analytics statistics (given `analytics` and `stats_dir`), mark it done.
+
+    Each task takes the shard's blocks of the cache store arrays as inputs (one read task
+    per block, one block per zarr shard): the GT blocks feed both the targets and the
+    statistics, so every array is read once.
+    """
+    lam = check_options(mode, None if mode not in KD_MODES else lam, background)
+    open_source(source, mode)
+    names = list(required_arrays(mode))
+    job = _ShardJob(
+        out=str(out),
+        mode=mode,
+        lam=lam,
+        background=background,
+        samples_per_shard=samples_per_shard,
+        copy_from=str(source) if copy_inputs else None,
+    )
+    truth = None
+    if analytics is not None and stats_dir is not None:
+        names += analytics.arrays
+        job = replace(
+            job,
+            stats_dir=str(stats_dir),
+            stats_tag=analytics.tag,
+            skeleton=analytics.skeleton,
+            cfg=analytics.cfg,
+        )
+        truth = analytics.task_kwargs().get("truth")
+    blocks = {name: open_dask(source, name).to_delayed().ravel() for name in names}
     write = dask.delayed(_write_target_shard, pure=False)
-    copy_from = str(source) if copy_inputs else None
     return [
         write(
-            str(out),
+            job,
             s,
-            s * samples_per_shard,
-            heat_blocks[s],
-            paf_blocks[s],
-            copy_from,
+            {name: blocks[name][s] for name in names},
+            truth,
             dask_key_name=f"{_WRITE_PREFIX}-{s}",
         )
         for s in shards
@@ -582,9 +703,12 @@ def run_correct(
     Targets are written shard by shard (one dask task per shard, each writing whole
     shards), so the run is out of core, resumable (`resume`: only unwritten shards are
     computed) and runs on a dask.distributed cluster when `scheduler` is an address (the
-    workers must see both stores at the same paths). Afterwards the correction analytics
-    (`lcdata.analytics`) are computed and stored in the attributes, and `complete` is set
-    last.
+    workers must see both stores at the same paths). Each shard's task also computes that
+    shard's correction analytics (`lcdata.analytics.shard_stats`) from the blocks it holds
+    and saves them in `<out>/.lcpose-analytics/` before marking the shard done, so nothing
+    is read twice and a resumed run reuses them. At the end the totals (shards without saved
+    statistics, e.g. written by an older lcpose, are computed from the stored arrays) go into
+    the `analytics` attribute, `complete` is set last and the per-shard files are removed.
 
     Args:
         source: complete cache store (with teacher arrays unless mode is "gt").
@@ -594,8 +718,6 @@ def run_correct(
         copy_inputs: copy images, masks and meta/* instead of referencing the source.
         num_workers: threads of the local scheduler (default: dask's, the CPU count).
     """
-    from lcdata.analytics import compute_analytics
-
     source, out = Path(source), Path(out)
     lam = check_options(mode, lam, background)
     if out.resolve() == source.resolve():
@@ -605,9 +727,13 @@ def run_correct(
     attrs = corrected_attrs(
         source, out, src_attrs, mode=mode, lam=lam, background=background, copy_inputs=copy_inputs
     )
+    # before anything is written: a --clean that does not pair fails now, not at the end
+    setup = analytics_setup(source, clean)
     with st.write_lock(out):
+        # a fresh store starts without a stats folder (`st.new_group` empties the folder);
+        # a resumed one keeps the statistics of its written shards
         group = _prepare_output(out, attrs, src, resume=resume, copy_inputs=copy_inputs)
-        per = attrs["samples_per_shard"]
+        stats_dir = out / STATS_DIR
         todo = st.pending_shards(group, "target")
         tasks = write_tasks(
             source,
@@ -617,7 +743,9 @@ def run_correct(
             lam=lam,
             background=background,
             copy_inputs=copy_inputs,
-            samples_per_shard=per,
+            samples_per_shard=attrs["samples_per_shard"],
+            analytics=setup,
+            stats_dir=stats_dir,
         )
         compute_with_progress(
             tasks,
@@ -629,9 +757,11 @@ def run_correct(
         )
         if not st.stage_complete(group, "target"):
             raise LcposeError(f"{out}: some target shards were not written; run with --resume")
-        analytics = compute_analytics(
-            source, out, clean=clean, scheduler=scheduler, progress=progress
+        analytics = collect_analytics(
+            source, out, setup=setup, saved=stats_dir, scheduler=scheduler, progress=progress
         )
         st.update_attrs(group, analytics=analytics)
         st.finalize(group, ("target",))
+        # the totals are in the attributes now; a later --resume recomputes them
+        shutil.rmtree(stats_dir, ignore_errors=True)
         return st.store_attrs(group)

@@ -60,7 +60,11 @@ MAP_GROUPS = ("gt", "teacher", "target")
 
 
 def quantize(maps: np.ndarray) -> np.ndarray:
-    """Round to the nearest multiple of 2^-9 and store as float16 (exact for |x| <= 64)."""
+    """Round to the nearest multiple of 2^-9 and store as float16.
+
+    float16 holds every multiple of 2^-9 exactly for |x| <= 4 (maps live in about [-1, 1.5]);
+    beyond, float16's own spacing (2^-8 up to 8, ...) rounds once more.
+    """
     return (np.round(np.asarray(maps, np.float32) / QUANT_STEP) * QUANT_STEP).astype(np.float16)
 
 

@@ -15,9 +15,10 @@ import torch
 import zarr
 from click.testing import CliRunner
 
+import lcdata.analytics as an
 import lcdata.correct as cr
 from lcdata import store as st
-from lcdata.analytics import keypoint_causes, load_clean_truth
+from lcdata.analytics import correction_stats, keypoint_causes, load_clean_truth
 from lcdata.augment import warp_parts
 from lcdata.build import BuildConfig, build_gt_store
 from lcdata.cli import cli
@@ -198,7 +199,7 @@ def test_every_mode_matches_numpy(cache: Path, tmp_path: Path, mode, lam, backgr
         assert diff.max() <= 2**-9
         if lam in (0.5, 0.25) or mode not in ("kd", "kd+lc"):
             assert diff.max() == 0  # blends with these lambdas are exact in both
-    assert g["target/heatmaps"].shards == (8, K1, 8, 8) and g["target/heatmaps"].chunks[0] == 1
+    assert g["target/heatmaps"].chunks == (8, K1, 8, 8) and g["target/heatmaps"].shards is None
     assert attrs["complete"] is True and attrs["kind"] == "corrected"
     c = attrs["correction"]
     assert c["mode"] == mode and c["inputs"] == "referenced"
@@ -364,10 +365,10 @@ def test_resume_after_an_interrupted_correction(cache: Path, tmp_path: Path, mon
     out = tmp_path / "c.zarr"
     real = cr._write_target_shard
 
-    def dying(out_path, shard, *args):
+    def dying(job, shard, *args):
         if shard == 1:
             raise KeyboardInterrupt
-        return real(out_path, shard, *args)
+        return real(job, shard, *args)
 
     monkeypatch.setattr(cr, "_write_target_shard", dying)
     with pytest.raises(KeyboardInterrupt):
@@ -431,6 +432,186 @@ def test_analytics_count_added_mass_and_replaced_cells(cache: Path, tmp_path: Pa
     assert a["samples"] == 20 and a["supervised_cells"] == int(m.sum())
     gt_only = run_correct(cache, tmp_path / "g.zarr", mode="gt", progress=False)["analytics"]
     assert gt_only["heatmaps"]["added_total"] == 0 and gt_only["pafs"]["changed_total"] == 0
+
+
+def _float64_correction_stats(gt_h, gt_p, tgt_h, tgt_p, masks) -> dict[str, np.ndarray]:
+    """`correction_stats` as it was before it moved to float32: everything in float64."""
+    m = np.asarray(masks, np.float64)[:, None]
+    g, y = np.asarray(gt_h[:, :-1], np.float64), np.asarray(tgt_h[:, :-1], np.float64)
+    n, c, h, w = gt_p.shape
+    gv = np.asarray(gt_p, np.float64).reshape(n, c // 2, 2, h, w)
+    yv = np.asarray(tgt_p, np.float64).reshape(n, c // 2, 2, h, w)
+    ng, ny = np.sqrt((gv * gv).sum(axis=2)), np.sqrt((yv * yv).sum(axis=2))
+    changed = (np.asarray(gt_p) != np.asarray(tgt_p)).reshape(n, c // 2, 2, h, w).any(axis=2)
+    axes = (0, 2, 3)
+    return {
+        "samples": np.array([len(masks)], np.float64),
+        "cells": np.array([m.sum()]),
+        "heat_gt": (g * m).sum(axes),
+        "heat_target": (y * m).sum(axes),
+        "heat_added": (np.maximum(y - g, 0) * m).sum(axes),
+        "heat_removed": (np.maximum(g - y, 0) * m).sum(axes),
+        "paf_gt_cells": ((ng > 0) * m).sum(axes),
+        "paf_target_cells": ((ny > 0) * m).sum(axes),
+        "paf_changed": (changed * m).sum(axes),
+        "paf_mass_added": (np.maximum(ny - ng, 0) * m).sum(axes),
+    }
+
+
+@pytest.mark.parametrize("mode", ["max", "kd+lc", "gt"])
+def test_correction_stats_in_float32_equal_float64(mode: str) -> None:
+    """Everything but the limb lengths is exact in float32; those stay within 1e-6."""
+    data = _crafted(64, 5, RenderConfig(input_size=64, stride=4, sigma=3.0))
+    gh, gp = data["gt/heatmaps"], data["gt/pafs"]
+    th, tp = data["teacher/heatmaps"], data["teacher/pafs"]
+    yh = cr.target_heatmaps(gh, th, mode=mode, lam=0.3)
+    yp = cr.target_pafs(gp, tp, mode=mode, lam=0.3)
+    want = _float64_correction_stats(gh, gp, yh, yp, data["masks"])
+    for inputs in ((gh, gp), (gh.astype(np.float32), gp.astype(np.float32))):
+        got = correction_stats(*inputs, yh, yp, data["masks"])
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].dtype == np.float64 and got[key].shape == want[key].shape, key
+            if key == "paf_mass_added":
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=0)
+            else:
+                np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    if mode == "gt":
+        assert not want["paf_mass_added"].any() and not want["heat_added"].any()
+    else:
+        assert want["paf_mass_added"].min() > 0 and want["paf_changed"].min() > 0
+    if mode == "kd+lc":
+        assert want["heat_removed"].min() > 0  # the blend lowers GT somewhere
+
+
+@pytest.mark.parametrize("low, high", [(-3.99, 3.99), (4.0, 7.5), (-70.0, 70.0)])
+def test_quantize_both_gives_the_stored_values_in_float32(low: float, high: float) -> None:
+    """The write tasks take the targets' float32 values from here, not from float16."""
+    x = np.random.default_rng(3).uniform(low, high, (4, 5, 8, 8)).astype(np.float32)
+    x[0, 0, 0, :3] = [0.0, -1e-4, 2**-10]  # signed zeros and a half step
+    stored, values = cr._quantize_both(x)
+    assert stored.dtype == np.float16 and values.dtype == np.float32
+    np.testing.assert_array_equal(stored.view(np.uint16), st.quantize(x).view(np.uint16))
+    np.testing.assert_array_equal(
+        values.view(np.uint32), stored.astype(np.float32).view(np.uint32)
+    )  # bit for bit, -0.0 included
+
+
+def test_saved_shard_stats_round_trip(tmp_path: Path) -> None:
+    stats = {"samples": np.array([8.0]), "heat_added": np.arange(18, dtype=np.float64) / 7}
+    path = an.save_shard_stats(tmp_path / "s", 3, stats, tag="a")
+    assert path == tmp_path / "s" / "3.npz" and [p.name for p in path.parent.iterdir()] == ["3.npz"]
+    got = an.load_shard_stats(tmp_path / "s", 3, tag="a")
+    assert got.keys() == stats.keys()
+    for key in stats:
+        np.testing.assert_array_equal(got[key], stats[key])
+    assert an.load_shard_stats(tmp_path / "s", 3, tag="b") is None  # another --clean
+    assert an.load_shard_stats(tmp_path / "s", 4, tag="a") is None
+    path.write_bytes(path.read_bytes()[:40])  # damaged: recomputed, not trusted
+    assert an.load_shard_stats(tmp_path / "s", 3, tag="a") is None
+
+
+@pytest.fixture
+def recomputed(monkeypatch) -> list[int]:
+    """Shards whose analytics get computed by re-reading the stores, not by their write task."""
+    shards: list[int] = []
+    real = an.shard_stats_tasks
+
+    def recording(source, corrected, todo, setup):
+        shards.extend(todo)
+        return real(source, corrected, todo, setup)
+
+    monkeypatch.setattr(an, "shard_stats_tasks", recording)
+    return shards
+
+
+@pytest.mark.parametrize("mode", ["max", "kd+lc"])
+def test_write_tasks_give_the_analytics_of_a_second_pass(
+    cache: Path, tmp_path: Path, mode: str, recomputed: list[int]
+) -> None:
+    out = tmp_path / "c.zarr"
+    attrs = run_correct(cache, out, mode=mode, progress=False)
+    assert recomputed == []  # every shard's statistics came from its write task
+    assert not (out / an.STATS_DIR).exists()  # removed once the totals are stored
+    assert attrs["analytics"] == an.compute_analytics(cache, out)
+    assert recomputed == [0, 1, 2]
+    assert attrs["analytics"]["samples"] == 20
+
+
+def _interrupted(cache: Path, out: Path, monkeypatch) -> np.ndarray:
+    """Run `lcdata correct --mode max` on one thread and kill it in its second shard task;
+    returns the progress flags it left (one shard done)."""
+    real = cr._write_target_shard
+    started = []
+
+    def dying(job, shard, *args):
+        started.append(shard)
+        if len(started) == 2:
+            raise KeyboardInterrupt
+        return real(job, shard, *args)
+
+    monkeypatch.setattr(cr, "_write_target_shard", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_correct(cache, out, mode="max", progress=False, num_workers=1)
+    monkeypatch.setattr(cr, "_write_target_shard", real)
+    done = np.asarray(zarr.open_group(str(out))["progress/target"][:]).astype(bool)
+    assert done.sum() == 1
+    return done
+
+
+@pytest.mark.parametrize("older_store", [False, True])
+def test_resume_reuses_saved_stats_and_computes_missing_ones(
+    cache: Path, tmp_path: Path, monkeypatch, recomputed: list[int], older_store: bool
+) -> None:
+    out = tmp_path / "c.zarr"
+    done = _interrupted(cache, out, monkeypatch)
+    saved = out / an.STATS_DIR
+    # a shard marked done has its statistics on disk, a pending one has none
+    assert [(saved / f"{s}.npz").is_file() for s in range(3)] == done.tolist()
+    # a leftover of a dead task for a pending shard must not count
+    pending = int(np.flatnonzero(~done)[0])
+    tag = an.analytics_setup(cache).tag
+    an.save_shard_stats(saved, pending, {"samples": np.array([1e9])}, tag=tag)
+    if older_store:  # written by an lcpose that saved no statistics
+        shutil.rmtree(saved)
+    attrs = run_correct(cache, out, mode="max", resume=True, progress=False)
+    assert attrs["complete"] is True and not saved.exists()
+    assert recomputed == (np.flatnonzero(done).tolist() if older_store else [])
+    fresh = run_correct(cache, tmp_path / "fresh.zarr", mode="max", progress=False)
+    assert attrs["analytics"] == fresh["analytics"]
+    assert attrs["analytics"] == an.compute_analytics(cache, out)
+
+
+def test_a_restarted_store_drops_stale_stats(cache: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c.zarr"
+    run_correct(cache, out, mode="max", progress=False)
+    # as if killed while creating the arrays: no progress record, so --resume starts afresh
+    shutil.rmtree(out / "progress" / "target")
+    st.update_attrs(zarr.open_group(str(out), mode="r+"), complete=False)
+    tag = an.analytics_setup(cache).tag
+    for shard in range(3):
+        an.save_shard_stats(out / an.STATS_DIR, shard, {"samples": np.array([1e9])}, tag=tag)
+    attrs = run_correct(cache, out, mode="max", resume=True, progress=False)
+    assert attrs["analytics"]["samples"] == 20
+    assert attrs["analytics"] == an.compute_analytics(cache, out)
+
+
+def test_resume_with_another_clean_file_recomputes_done_shards(
+    synthetic, tmp_path: Path, monkeypatch, recomputed: list[int]
+) -> None:
+    out = tmp_path / "lc.zarr"
+    done = _interrupted(synthetic["cache"], out, monkeypatch)  # without --clean
+    clean = synthetic["clean"]
+    attrs = run_correct(
+        synthetic["cache"], out, mode="max", clean=clean, resume=True, progress=False
+    )
+    assert recomputed == np.flatnonzero(done).tolist()  # saved without the truth
+    assert attrs["analytics"] == an.compute_analytics(synthetic["cache"], out, clean=clean)
+    fresh = run_correct(
+        synthetic["cache"], tmp_path / "fresh.zarr", mode="max", clean=clean, progress=False
+    )
+    assert attrs["analytics"] == fresh["analytics"]
+    assert fresh["analytics"]["truth"]["heatmaps"]["recovered"]["total"] > 0
 
 
 def test_keypoint_causes_follow_the_documented_order() -> None:

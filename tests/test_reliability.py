@@ -292,6 +292,49 @@ def test_kill_teacher_pass_then_resume(refs: Refs, tmp_path: Path) -> None:
     assert_same_store(out, refs.cache)
 
 
+def _children(pid: int) -> list[int]:
+    """PIDs whose parent is `pid` (Linux /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_kill_one_pass_build_then_resume(refs: Refs, tmp_path: Path) -> None:
+    """Kill -9 the one-pass build (GT in worker processes, teacher in the main one): the
+    workers exit with it, and the resumed store equals GT build + teacher pass."""
+    out, log = tmp_path / "cache.zarr", tmp_path / "log.txt"
+    args = ["build-teacher-cache", str(refs.ann), str(refs.images), "--out", str(out)]
+    args += [*BUILD_ARGS, "--teacher", str(refs.teacher_file), "--batch-size", "4"]
+    at = int(np.random.default_rng(14).integers(2, NUM_SHARDS // 2))
+    proc = _start("lcdata", args, log)
+    _wait_until(proc, lambda: _flags(out, "teacher") >= at, log)
+    workers = _children(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    rc = proc.wait()
+    assert rc in (0, -signal.SIGKILL), log.read_text()[-2000:]
+    if rc == -signal.SIGKILL:
+        assert workers, "the one-pass build renders in worker processes"
+        check_killed_store(out, "teacher")
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{w}").exists() for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+        assert not alive, f"worker processes outlived the killed build: {alive}"
+    res = _lcdata(*args, "--resume")
+    assert res.exit_code == 0, res.output
+    assert st.read_attrs(out)["complete"] is True
+    assert_same_store(out, refs.cache)
+
+
 def test_kill_correct_then_resume(refs: Refs, tmp_path: Path) -> None:
     out, log = tmp_path / "corrected.zarr", tmp_path / "log.txt"
     args = ["correct", str(refs.cache), "--mode", "max", "--out", str(out), "--no-progress"]
