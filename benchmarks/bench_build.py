@@ -310,6 +310,8 @@ def run(ctx: Context) -> Result:
     met = one["ratio"] >= 0.9
     state = "met" if met else f"missed by {0.9 - one['ratio']:.2f}"
     walls = one["bare_walls"]
+    main_ms = 1000 / (one["bare_sps"] * one["ratio_cpu"])  # CPU of the build's own process
+    gt_ms = 2 * 1000 / one["gt_sps"]
     notes = (
         f"Teacher: the default `tiny` (2 stages, width 64) trained {train['steps']} steps "
         f"(batch 8, lr 1e-3; loss {train['loss_first']:.0f} -> {train['loss_last']:.0f}) on "
@@ -326,16 +328,19 @@ def run(ctx: Context) -> Result:
         f"store) reaches {one['two_ratio']:.2f}x; the GT build alone runs at "
         f"{one['gt_sps']:.0f} samples/s, the teacher pass alone at {one['teacher_sps']:.0f} "
         f"({one['ratio_teacher_stage']:.2f}x bare: quantising and compressing the outputs is "
-        f"not free either). Why the tiny teacher cannot reach 0.9x here: per crop, its "
-        f"inference costs about as much CPU as decoding the PNG, rasterising the ignore "
-        f"polygons, warping and rendering 57 maps, and this machine has little spare capacity "
-        f"to hide that work in: two processes running the bare forward pass at once deliver "
-        f"{capacity['ratio']:.2f}x the throughput of one ({capacity['two']:.0f} vs "
-        f"{capacity['one']:.0f} samples/s), not 2x, so the two vCPUs behave like about "
-        f"{capacity['ratio']:.1f} cores, and whatever the build does beside inference slows "
-        f"inference down. A teacher worth distilling from is far slower per crop than its "
-        f"labels are to render, and then inference hides the rest (next row); on a GPU "
-        f"machine, give `--workers` as many rendering processes as the CPU has cores to spare. "
+        f"not free either). Where the rest goes: the main process (inference, receiving "
+        f"the crops, the output writer thread) spends {main_ms:.1f} ms of CPU per sample "
+        f"against {1000 / one['bare_sps']:.1f} ms for the bare pass, while the rendering "
+        f"processes need about {gt_ms:.1f} ms per sample of the machine's two cores (the GT "
+        f"build's two threads at {one['gt_sps']:.0f} samples/s, an upper bound); two "
+        f"processes running the bare forward pass at once deliver {capacity['ratio']:.2f}x "
+        f"the throughput of one ({capacity['two']:.0f} vs {capacity['one']:.0f} samples/s). "
+        f"So the tiny teacher, whose inference costs about as much CPU per crop as rendering "
+        f"that crop's labels, leaves no idle core to hide the rendering in, and inference "
+        f"slows down beside it. A teacher worth distilling from is far slower per crop than "
+        f"its labels are to render, and then inference hides the rest (next row); on a GPU "
+        f"machine, give `--workers` as many rendering processes as the CPU has cores to "
+        f"spare. "
         f"Everything runs with one intra-op torch thread, the stable setting here: with "
         f"torch's default of two OpenMP threads on this shared 2-core VM, every barrier "
         f"stalls whenever another process takes a core (the tiny teacher's bare passes took "

@@ -838,3 +838,22 @@ def test_show_on_a_cache_store_and_a_moved_pair(synthetic, tmp_path: Path) -> No
     shutil.rmtree(tmp_path / "b" / "cache.zarr")
     with pytest.raises(LcposeError, match="not found .*use --copy-inputs"):
         render_figure(tmp_path / "b" / "lc.zarr", 1, png)
+
+
+def test_paf_choice_in_float32_equals_float64_on_the_stored_grid() -> None:
+    """Eq. 3's comparison runs in float32 on stored values; it must match float64 exactly,
+    near-ties included (lengths differing by one grid step)."""
+    rng = np.random.default_rng(0)
+    n, c, h, w = 64, 38, 8, 8
+    gt = st.quantize(rng.uniform(-3.9, 3.9, (n, c, h, w)))
+    teacher = gt.copy()
+    # nudge some teacher components by one 2^-9 step (near-ties), keep others exactly equal
+    nudge = rng.integers(-1, 2, gt.shape) * st.QUANT_STEP
+    teacher = st.quantize(teacher.astype(np.float32) + nudge)
+    swap = rng.random((n, c // 2, h, w)) < 0.3  # (x, y) -> (y, x): same length, other vector
+    tr = np.moveaxis(teacher.reshape(n, c // 2, 2, h, w), 2, -1)  # a view: (n, L, h, w, 2)
+    tr[swap] = tr[swap][:, ::-1]
+    fast = cr.paf_keeps_gt(gt.astype(np.float32), teacher.astype(np.float32))
+    exact = cr.paf_keeps_gt(gt.astype(np.float64), teacher.astype(np.float64))
+    np.testing.assert_array_equal(fast, exact)
+    assert 0 < fast.mean() < 1
