@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,29 @@ class Result:
     extra: list[tuple[str, float | None, str, bool | None]] = field(default_factory=list)
     seconds: float = 0.0
     load: tuple[float, float] = (0.0, 0.0)
+    run_at: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=_plain))
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Result:
+        return cls(
+            **{
+                **d,
+                "tables": [Table(t["title"], tuple(t["columns"]), [tuple(r) for r in t["rows"]])
+                           for t in d["tables"]],
+                "extra": [tuple(e) for e in d["extra"]],
+                "load": tuple(d["load"]),
+            }
+        )  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers for json."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def fmt(value: Any) -> str:

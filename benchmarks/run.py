@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import json
 import os
 import platform
 import shutil
@@ -127,7 +128,8 @@ def report(
             f"## {r.name}: {r.title}",
             "",
             f"Ratio: {r.ratio_what} = **{fmt(r.ratio)}**; goal {r.goal}: **{state}**. "
-            f"({r.seconds:.0f} s, load average {r.load[0]:.2f} -> {r.load[1]:.2f})",
+            f"({r.run_at + ', ' if r.run_at else ''}{r.seconds:.0f} s, load average "
+            f"{r.load[0]:.2f} -> {r.load[1]:.2f})",
         ]
         for table in r.tables:
             lines += ["", table.markdown()]
@@ -159,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         "--tmp", type=Path, default=None, help="Work folder (default: new in /tmp)."
     )
     parser.add_argument("--keep", action="store_true", help="Keep the work folder.")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="With --only: replace those sections in the existing report (results of the "
+        "other benchmarks are kept from OUT's .json twin, each section dated).",
+    )
     args = parser.parse_args(argv)
     names = BENCHMARKS
     if args.only:
@@ -191,10 +199,25 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep and args.tmp is None:
             shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
+    for r in results:
+        r.run_at = started
     header = ["## Machine", "", *machine(load_start, loadavg())]
+    saved = args.out.with_suffix(".json")
+    if args.update:
+        if not saved.is_file():
+            parser.error(f"--update: {saved} not found (run every benchmark once first)")
+        old = [Result.from_json(d) for d in json.loads(saved.read_text(encoding="utf-8"))]
+        fresh = {r.name: r for r in results}
+        results = [fresh.pop(r.name, r) for r in old] + list(fresh.values())
+        dates = sorted({r.run_at for r in results})
+        header.append(
+            f"- sections come from runs at {', '.join(dates)} (each section gives its own); "
+            f"the machine line above is the latest run's"
+        )
     text = report(results, quick=args.quick, started=started, seconds=seconds, header=header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
+    saved.write_text(json.dumps([r.to_json() for r in results], indent=1), encoding="utf-8")
     print(f"\nwrote {args.out} ({seconds / 60:.1f} min)")
     return 1 if any(r.ratio is None for r in results) else 0
 

@@ -4,6 +4,7 @@ No timing assertions: the machine decides the values."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -13,27 +14,21 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_quick_run_writes_report(tmp_path: Path) -> None:
-    out = tmp_path / "bench.md"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.run",
-            "--quick",
-            "--only",
-            "render,decode",
-            "--out",
-            str(out),
-            "--tmp",
-            str(tmp_path / "work"),
-        ],
+def _bench(tmp_path: Path, out: Path, only: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--only", only, "--out", str(out)]
+        + ["--tmp", str(tmp_path / "work"), *extra],
         cwd=REPO,
         capture_output=True,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
         timeout=300,
     )
+
+
+def test_quick_run_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "bench.md"
+    proc = _bench(tmp_path, out, "render,decode")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = out.read_text()
     for heading in ("# Benchmarks", "## Machine", "## Summary", "## render:", "## decode:"):
@@ -54,6 +49,20 @@ def test_quick_run_writes_report(tmp_path: Path) -> None:
     assert "| yes |" in text.split("## render:")[1].split("## decode:")[0]
     # the printed results name the ratio as well
     assert "loop time / vectorised time" in proc.stdout
+
+    # --update reruns one benchmark and keeps the other's section (from the .json twin)
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert [r["name"] for r in saved] == ["render", "decode"]
+    old_decode = text.split("## decode:")[1]
+    proc = _bench(tmp_path, out, "render", "--update")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    updated = out.read_text()
+    assert updated.split("## decode:")[1] == old_decode
+    assert "## render:" in updated and "sections come from runs at" in updated
+    assert [r["name"] for r in json.loads(out.with_suffix(".json").read_text())] == [
+        "render",
+        "decode",
+    ]
 
 
 def test_unknown_benchmark_is_refused(tmp_path: Path) -> None:
