@@ -439,6 +439,12 @@ def ignore_mask(record: ImageRecord) -> np.ndarray:
                     raise ValueError(f"RLE size {seg.get('size')} is not the image's [{h}, {w}]")
                 rle = seg if not isinstance(seg["counts"], list) else None
                 if rle is None:
+                    counts = seg["counts"]
+                    if not all(isinstance(c, int) and c >= 0 for c in counts):
+                        raise ValueError("RLE counts must be non-negative integers")
+                    if sum(counts) != h * w:
+                        # pycocotools would leave the rest of the mask uninitialised
+                        raise ValueError(f"RLE counts sum to {sum(counts)}, not {h} x {w}")
                     rle = mask_utils.frPyObjects(seg, h, w)
             else:
                 x, y, bw, bh = (float(v) for v in ann["bbox"])

@@ -314,7 +314,18 @@ ERRORS = [
     (
         "crowd RLE longer than the image",
         _crowd(segmentation={"counts": [10**5], "size": [H, W]}),
-        "unreadable segmentation (Invalid RLE mask representation)",
+        f"unreadable segmentation (RLE counts sum to 100000, not {H} x {W})",
+    ),
+    (
+        # pycocotools would decode it, leaving the rest of the mask uninitialised memory
+        "crowd RLE shorter than the image",
+        _crowd(segmentation={"counts": [5, 10], "size": [H, W]}),
+        f"unreadable segmentation (RLE counts sum to 15, not {H} x {W})",
+    ),
+    (
+        "crowd RLE fractional counts",
+        _crowd(segmentation={"counts": [5.5, H * W - 5.5], "size": [H, W]}),
+        "unreadable segmentation (RLE counts must be non-negative integers)",
     ),
     ("crowd without segmentation, bbox of 3", _crowd(bbox=[1, 1, 5]), "unreadable segmentation"),
     (
