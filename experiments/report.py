@@ -369,7 +369,7 @@ def _table1_rows(runs: Runs, methods: list[str], *, paper_small: bool = True) ->
         s = method_stat(runs, method)
         if s.n == 0:
             continue
-        cells = [m.label] + [method_stat(runs, method, key).fmt() for key in METRICS]
+        cells = [m.label, str(s.n)] + [method_stat(runs, method, key).fmt() for key in METRICS]
         if labels_noisy:
             cells.append(method_stat(runs, method, "AP", labels_noisy).fmt())
         if method == "baseline":
@@ -386,7 +386,7 @@ def _table1_rows(runs: Runs, methods: list[str], *, paper_small: bool = True) ->
 
 def table1_section(runs: Runs) -> list[str]:
     methods = ["baseline", "kd05", "kd1", "lc", "lc_x2", "kd05_lc", "kd05_lc_x2", "clean"]
-    header = ["method", *METRICS]
+    header = ["method", "seeds", *METRICS]
     if runs.primary == "clean":
         header.append("AP (noisy val)")
     header += ["ΔAP vs Baseline", "verdict", "paper CMU-Pose AP", "paper small NN AP"]
@@ -396,7 +396,8 @@ def table1_section(runs: Runs) -> list[str]:
         "## Table 1 analogue: AP on the "
         + ("clean validation labels" if synth else "validation labels"),
         "",
-        f"COCO keypoint metrics x 100, mean ± std over {n} seed(s). ΔAP: per-seed difference "
+        f"COCO keypoint metrics x 100, mean ± std over the seeds of each row ({n} for the "
+        f"Baseline). ΔAP: per-seed difference "
         f"to the Baseline of the same seed, mean ± std; verdict by the {CLAIM_SD:g}-std rule "
         f"(a gain only when the mean difference exceeds {CLAIM_SD:g} standard deviations of "
         f"the per-seed differences). "
@@ -419,7 +420,7 @@ def table2_section(runs: Runs) -> list[str]:
     methods = ["baseline", "lc_hm", "lc_paf", "lc"]
     if not any(method_stat(runs, m).n for m in methods[1:3]):
         return []
-    header = ["method", *METRICS]
+    header = ["method", "seeds", *METRICS]
     if runs.primary == "clean":
         header.append("AP (noisy val)")
     header += ["ΔAP vs Baseline", "verdict", "paper CMU-Pose AP"]
