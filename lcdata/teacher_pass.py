@@ -131,6 +131,17 @@ def _prepare_teacher_arrays(
                 ) from None
 
 
+def _check_pass_options(batch_size: int, *, overwrite: bool, part: tuple[int, int] | None) -> None:
+    """Options every teacher pass (alone or in the one-pass build) refuses."""
+    if batch_size < 1:
+        raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
+    if overwrite and part is not None:
+        raise LcposeError(
+            "--overwrite-teacher cannot be combined with --shard (slices would race to "
+            "delete the old outputs); replace the teacher in one process, or build a new store"
+        )
+
+
 def predict_shard(
     teacher: Teacher, images: np.ndarray, *, batch_size: int, where: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -203,13 +214,7 @@ def run_teacher_pass(
             wrong shape.
     """
     out = Path(out_path)
-    if batch_size < 1:
-        raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
-    if overwrite and part is not None:
-        raise LcposeError(
-            "--overwrite-teacher cannot be combined with --shard (slices would race to "
-            "delete the old outputs); replace the teacher in one process, or build a new store"
-        )
+    _check_pass_options(batch_size, overwrite=overwrite, part=part)
     attrs = st.read_attrs(out)
     if attrs.get("kind") != "cache":
         raise LcposeError(
@@ -325,13 +330,7 @@ def build_teacher_cache(
         The store attributes afterwards.
     """
     out = Path(out_path)
-    if batch_size < 1:
-        raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
-    if overwrite and part is not None:
-        raise LcposeError(
-            "--overwrite-teacher cannot be combined with --shard (slices would race to "
-            "delete the old outputs); replace the teacher in one process, or build a new store"
-        )
+    _check_pass_options(batch_size, overwrite=overwrite, part=part)
     render = render or RenderConfig()
     augment = augment or AugmentConfig()
     build = build or BuildConfig()
