@@ -370,7 +370,7 @@ class Context:
         def make() -> tuple[Path, dict[str, float]]:
             import torch
 
-            from trainer.data import StoreStream, make_loader, open_training_store
+            from trainer.data import StoreStream, make_loader, open_training_store, to_device
             from trainer.export import export_teacher
             from trainer.losses import stage_losses
             from trainer.models import build_model, preprocess
@@ -385,10 +385,8 @@ class Context:
             losses = []
             t0 = time.perf_counter()
             for _ in range(steps):
-                b = next(batches)
-                loss, _ = stage_losses(
-                    model(preprocess(b["images"])), b["heatmaps"], b["pafs"], b["masks"]
-                )
+                images, masks, heatmaps, pafs = to_device(next(batches))
+                loss, _ = stage_losses(model(preprocess(images)), heatmaps, pafs, masks)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -55,6 +55,9 @@ ATTR_KEY = "lcpose"
 QUANT_STEP = 2.0**-9
 DEFAULT_SAMPLES_PER_SHARD = 64
 ZSTD_LEVEL = 3
+IMAGE_ZSTD_LEVEL = -1
+"""zstd's fast mode for the crops: 11% larger than level 3 but decompressed ~3.5x faster, and
+the training reader decompresses every crop every epoch (docs/benchmarks.md, size)."""
 
 MAP_GROUPS = ("gt", "teacher", "target")
 
@@ -77,14 +80,21 @@ def map_shapes(num_samples: int, skeleton: Skeleton, cfg: RenderConfig) -> dict[
 
 
 def _create(
-    group: zarr.Group, name: str, shape: tuple, dtype: str, shard: int, dims: tuple[str, ...]
+    group: zarr.Group,
+    name: str,
+    shape: tuple,
+    dtype: str,
+    shard: int,
+    dims: tuple[str, ...],
+    *,
+    level: int = ZSTD_LEVEL,
 ) -> zarr.Array:
     return group.create_array(
         name,
         shape=shape,
         chunks=(shard, *shape[1:]),
         dtype=dtype,
-        compressors=ZstdCodec(level=ZSTD_LEVEL),
+        compressors=ZstdCodec(level=level),
         fill_value=0,
         dimension_names=dims,
     )
@@ -139,7 +149,8 @@ def create_cache(
     group = new_group(path)
     group.attrs[ATTR_KEY] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
     if with_images:
-        _create(group, "images", (n, s, s, 3), "uint8", shard, ("sample", "y", "x", "rgb"))
+        dims = ("sample", "y", "x", "rgb")
+        _create(group, "images", (n, s, s, 3), "uint8", shard, dims, level=IMAGE_ZSTD_LEVEL)
     _create(group, "masks", (n, h, h), "uint8", shard, ("sample", "y", "x"))
     create_maps(group, "gt", attrs)
     for name, shape, dtype in (

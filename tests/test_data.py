@@ -27,6 +27,7 @@ from trainer.data import (
     make_loader,
     open_training_store,
     step_lane,
+    to_device,
 )
 
 RENDER = RenderConfig(input_size=64, stride=4, sigma=3.0)
@@ -130,9 +131,9 @@ def test_batches_hold_the_store_samples(store: Path) -> None:
     h = RENDER.grid_size
     for batch in batches:
         assert batch["images"].shape == (5, 64, 64, 3) and batch["images"].dtype == torch.uint8
-        assert batch["masks"].shape == (5, 1, h, h) and batch["masks"].dtype == torch.float32
-        assert batch["heatmaps"].shape == (5, 19, h, h) and batch["heatmaps"].dtype == torch.float32
-        assert batch["pafs"].shape == (5, 38, h, h) and batch["pafs"].dtype == torch.float32
+        assert batch["masks"].shape == (5, 1, h, h) and batch["masks"].dtype == torch.uint8
+        assert batch["heatmaps"].shape == (5, 19, h, h) and batch["heatmaps"].dtype == torch.float16
+        assert batch["pafs"].shape == (5, 38, h, h) and batch["pafs"].dtype == torch.float16
         idx = batch["index"].numpy()
         np.testing.assert_array_equal(
             batch["images"].numpy(), g["images"].get_orthogonal_selection(idx)
@@ -141,12 +142,15 @@ def test_batches_hold_the_store_samples(store: Path) -> None:
             batch["masks"][:, 0].numpy(), g["masks"].get_orthogonal_selection(idx)
         )
         np.testing.assert_array_equal(
-            batch["heatmaps"].numpy(),
-            g["gt/heatmaps"].get_orthogonal_selection(idx).astype(np.float32),
+            batch["heatmaps"].numpy(), g["gt/heatmaps"].get_orthogonal_selection(idx)
         )
         np.testing.assert_array_equal(
-            batch["pafs"].numpy(), g["gt/pafs"].get_orthogonal_selection(idx).astype(np.float32)
+            batch["pafs"].numpy(), g["gt/pafs"].get_orthogonal_selection(idx)
         )
+        images, masks, heatmaps, pafs = to_device(batch)
+        assert images.dtype == torch.uint8 and torch.equal(images, batch["images"])
+        for x, y in ((masks, "masks"), (heatmaps, "heatmaps"), (pafs, "pafs")):
+            assert x.dtype == torch.float32 and torch.equal(x, batch[y].float())
     first_epoch = torch.cat([b["index"] for b in batches])[:32]
     assert sorted(first_epoch.tolist()) == list(range(32))
 
@@ -164,6 +168,47 @@ def test_two_workers_follow_the_plan_and_split_blocks(store: Path) -> None:
     even = {int(i) // PER_SHARD for idx in got[0:4:2] for i in idx}
     odd = {int(i) // PER_SHARD for idx in got[1:4:2] for i in idx}
     assert even and odd and not even & odd
+
+
+@pytest.mark.parametrize("start_step", [0, 5])
+def test_thread_and_process_readers_give_the_same_batches(store: Path, start_step: int) -> None:
+    spec = open_training_store(store)
+
+    def batches(reader: str, workers: int) -> list[dict[str, torch.Tensor]]:
+        stream = StoreStream(spec, batch_size=4, seed=3, flip=True, start_step=start_step)
+        return _take(make_loader(stream, workers=workers, reader=reader), 9)
+
+    threads = batches("threads", 2)
+    processes = batches("processes", 2)
+    inline = batches("threads", 0)  # one lane: another order
+    assert any(
+        b["index"].tolist() != i["index"].tolist() for b, i in zip(threads, inline, strict=True)
+    )
+    for x, y in zip(threads, processes, strict=True):
+        assert x.keys() == y.keys()
+        for key in x:
+            assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
+
+
+def test_reader_thread_errors_reach_the_consumer(store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    spec = open_training_store(broken)
+    chunks = sorted((broken / "gt" / "pafs" / "c").rglob("*"))
+    for chunk in chunks:
+        if chunk.is_file():
+            chunk.write_bytes(b"not zstd")
+    loader = make_loader(StoreStream(spec, batch_size=4, seed=0), workers=2, reader="threads")
+    with pytest.raises(LcposeError, match=r"broken.zarr/gt/pafs: cannot read shard \d+ \("):
+        next(loader)
+
+
+def test_unknown_reader_is_refused(store: Path) -> None:
+    spec = open_training_store(store)
+    with pytest.raises(LcposeError, match="--reader must be one of threads, processes"):
+        make_loader(StoreStream(spec, batch_size=4, seed=0), workers=1, reader="fibres")
 
 
 def test_ranks_read_disjoint_samples(store: Path) -> None:
@@ -188,11 +233,13 @@ def test_stream_is_deterministic(store: Path) -> None:
     assert not all(torch.equal(x["index"], z["index"]) for x, z in zip(a, c, strict=True))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_resume_at_step_k_gives_the_same_batches(store: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "reader"), [(0, "threads"), (2, "threads"), (2, "processes")])
+def test_resume_at_step_k_gives_the_same_batches(store: Path, workers: int, reader: str) -> None:
     spec = open_training_store(store)
-    full = _take(make_loader(StoreStream(spec, batch_size=5, seed=1), workers=workers), 12)
-    resumed = make_loader(StoreStream(spec, batch_size=5, seed=1, start_step=7), workers=workers)
+    stream = StoreStream(spec, batch_size=5, seed=1)
+    full = _take(make_loader(stream, workers=workers, reader=reader), 12)
+    stream = StoreStream(spec, batch_size=5, seed=1, start_step=7)
+    resumed = make_loader(stream, workers=workers, reader=reader)
     for x, y in zip(full[7:], _take(resumed, 5), strict=True):
         for key in x:
             assert torch.equal(x[key], y[key]), key

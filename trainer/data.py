@@ -36,6 +36,8 @@ absolute); arrays the store lacks are read from there.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,22 +344,56 @@ class _Reader:
         self.spec = spec
         self._arrays: dict[str, zarr.Array] | None = None
 
-    def read_blocks(self, blocks: tuple[int, ...]) -> dict[str, np.ndarray]:
-        """Every array's samples of `blocks`, concatenated block by block, as stored."""
+    def read_blocks(self, blocks: tuple[int, ...]) -> dict[str, list[np.ndarray]]:
+        """Every array's samples of `blocks`, one array per block, as stored.
+
+        The blocks are not concatenated: a window of four 368 px shards is ~100 MB, and
+        copying it costs about as much as decompressing it; batches gather from the parts.
+        """
         if self._arrays is None:
             self._arrays = {
                 name: zarr.open_array(str(where / key), mode="r")
                 for name, (where, key) in self.spec.arrays.items()
             }
         spec = self.spec
-        out = {}
+        out: dict[str, list[np.ndarray]] = {}
         for name, arr in self._arrays.items():
-            parts = [
-                arr[slice(*st.shard_range(b, spec.num_samples, spec.samples_per_shard))]
-                for b in blocks
-            ]
-            out[name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            out[name] = []
+            for b in blocks:
+                try:
+                    out[name].append(
+                        arr[slice(*st.shard_range(b, spec.num_samples, spec.samples_per_shard))]
+                    )
+                except Exception as err:  # a damaged chunk: say which one
+                    where, key = spec.arrays[name]
+                    raise LcposeError(f"{where / key}: cannot read shard {b} ({err})") from err
         return out
+
+
+def _gather(
+    parts: list[np.ndarray], starts: np.ndarray, sel: np.ndarray, *, shared: bool = False
+) -> torch.Tensor:
+    """Samples `sel` (positions in the blocks laid end to end) of `parts`, into a new tensor.
+
+    Args:
+        parts: per-block arrays, (n_b, ...) each. starts: (len(parts),) first position of
+            each block. sel: (n,) positions.
+        shared: allocate the result in shared memory. In a DataLoader worker this saves a
+            copy: torch would otherwise copy every batch tensor into shared memory to hand it
+            to the main process (a third of a worker's time at 368 px).
+    """
+    block = np.searchsorted(starts, sel, side="right") - 1
+    local = sel - starts[block]
+    shape = (len(sel), *parts[0].shape[1:])
+    if shared:
+        dtype = torch.from_numpy(parts[0][:0]).dtype
+        tensor = torch.empty(shape, dtype=dtype).share_memory_()
+    else:
+        tensor = torch.from_numpy(np.empty(shape, parts[0].dtype))
+    out = tensor.numpy()
+    for i, (b, j) in enumerate(zip(block.tolist(), local.tolist(), strict=True)):
+        out[i] = parts[b][j]
+    return tensor
 
 
 def flip_arrays(
@@ -390,24 +426,41 @@ def flip_arrays(
 
 
 def _to_batch(
-    data: dict[str, np.ndarray], index: np.ndarray, flips: np.ndarray, skeleton: Skeleton
+    data: dict[str, torch.Tensor], index: np.ndarray, flips: np.ndarray, skeleton: Skeleton
 ) -> dict[str, torch.Tensor]:
-    images = data["images"]
-    masks = data["masks"].astype(np.float32)
-    heatmaps = data["heatmaps"].astype(np.float32)
-    pafs = data["pafs"].astype(np.float32)
-    if flips.any():  # every array here is a fresh gather, safe to modify in place
+    # dtypes stay as stored (uint8 images and masks, float16 maps): half the bytes through the
+    # worker queues and no casts on the reader's CPU; `to_device` casts on the device
+    if flips.any():  # every tensor here is a fresh gather, safe to modify in place
         f = np.flatnonzero(flips)
+        images, masks, heatmaps, pafs = (
+            data[k].numpy() for k in ("images", "masks", "heatmaps", "pafs")
+        )
         images[f], masks[f], heatmaps[f], pafs[f] = flip_arrays(
             images[f], masks[f], heatmaps[f], pafs[f], skeleton=skeleton
         )
     return {
-        "images": torch.from_numpy(np.ascontiguousarray(images)),  # (B, S, S, 3) uint8
-        "masks": torch.from_numpy(masks[:, None]),  # (B, 1, h, h) float32
-        "heatmaps": torch.from_numpy(heatmaps),  # (B, K+1, h, h) float32
-        "pafs": torch.from_numpy(pafs),  # (B, 2L, h, h) float32
+        "images": data["images"],  # (B, S, S, 3) uint8
+        "masks": data["masks"].unsqueeze(1),  # (B, 1, h, h) uint8
+        "heatmaps": data["heatmaps"],  # (B, K+1, h, h) float16
+        "pafs": data["pafs"],  # (B, 2L, h, h) float16
         "index": torch.from_numpy(index.astype(np.int64)),  # (B,) store sample index
     }
+
+
+def to_device(
+    batch: dict[str, torch.Tensor], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A reader batch on `device`, maps and masks cast to float32 there.
+
+    Returns:
+        images (B, S, S, 3) uint8 (for `trainer.models.preprocess`), masks (B, 1, h, h),
+        heatmaps (B, K+1, h, h), pafs (B, 2L, h, h), all three float32.
+    """
+    images = batch["images"].to(device, non_blocking=True)
+    masks, heatmaps, pafs = (
+        batch[k].to(device, non_blocking=True).float() for k in ("masks", "heatmaps", "pafs")
+    )
+    return images, masks, heatmaps, pafs
 
 
 def lane_batches(
@@ -421,27 +474,36 @@ def lane_batches(
     """Endless batches of one lane, from lane batch `start_batch` on.
 
     Yields:
-        {"images": (B, S, S, 3) uint8, "masks": (B, 1, h, h) float32, "heatmaps":
-        (B, K+1, h, h) float32, "pafs": (B, 2L, h, h) float32, "index": (B,) int64}.
+        {"images": (B, S, S, 3) uint8, "masks": (B, 1, h, h) uint8, "heatmaps":
+        (B, K+1, h, h) float16, "pafs": (B, 2L, h, h) float16, "index": (B,) int64}, the
+        stored dtypes; `to_device` moves and casts them.
     """
     reader = _Reader(spec)
-    pieces: list[dict[str, np.ndarray]] = []  # gathered samples of the batch being filled
+    shared = get_worker_info() is not None  # batches go to the main process through shm
+    pieces: list[dict[str, Any]] = []  # gathered samples of the batch being filled
     filled = 0
     for window, skip in layout.windows(lane, start=start_batch * batch_size):
         data = reader.read_blocks(window.blocks)
+        starts = np.concatenate([[0], np.cumsum(layout.block_sizes(np.asarray(window.blocks)))])
         pos, n = skip, len(window.perm)
         while pos < n:
-            # gather batch by batch: a window is never copied whole (it can be ~100 MB at 368 px)
             take = min(batch_size - filled, n - pos)
             sel = window.perm[pos : pos + take]
-            piece = {name: arr[sel] for name, arr in data.items()}
+            share = shared and take == batch_size  # a straddling batch is concatenated anyway
+            piece = {name: _gather(p, starts, sel, shared=share) for name, p in data.items()}
             piece["index"] = window.samples[pos : pos + take]
             piece["flips"] = window.flips[pos : pos + take]
             pieces.append(piece)
             filled += take
             pos += take
             if filled == batch_size:
-                part = {k: np.concatenate([p[k] for p in pieces]) for k in pieces[0]}
+                if len(pieces) == 1:
+                    part = pieces[0]
+                else:  # the batch straddles two windows or epochs
+                    part = {
+                        k: (torch.cat if k in data else np.concatenate)([p[k] for p in pieces])
+                        for k in pieces[0]
+                    }
                 index, flips = part.pop("index"), part.pop("flips")
                 yield _to_batch(part, index, flips, spec.skeleton)
                 pieces, filled = [], 0
@@ -493,7 +555,11 @@ class StoreStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        # this worker serves steps start_step + worker, + workers, ... (DataLoader round-robin)
+        return self.worker_batches(worker, workers)
+
+    def worker_batches(self, worker: int, workers: int) -> Iterator[dict[str, torch.Tensor]]:
+        """The batches reader `worker` of `workers` (0 counts as 1) serves, in order."""
+        # this worker serves steps start_step + worker, + workers, ... (round-robin collection)
         first_step = self.start_step + worker
         lane, start_batch = step_lane(first_step, rank=self.rank, workers=workers)
         yield from lane_batches(
@@ -505,17 +571,34 @@ class StoreStream(IterableDataset):
         )
 
 
+READERS = ("threads", "processes")
+
+
 def make_loader(
-    stream: StoreStream, *, workers: int, pin_memory: bool = False
+    stream: StoreStream, *, workers: int, reader: str = "threads", pin_memory: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless iterator of batches in step order, decoded in `workers` processes.
+    """An endless iterator of batches in step order, read by `workers` readers.
+
+    Args:
+        workers: readers; 0 reads in the caller's thread, between steps.
+        reader: "threads" (default): reader threads in this process, batches handed over
+            without a copy; zarr decompresses with the GIL released, so a few threads keep
+            several cores busy. "processes": DataLoader worker processes; every batch crosses
+            to this process through shared memory (/dev/shm, which containers often keep
+            small). Both give the same batches in the same order.
+        pin_memory: pin batches for fast copies to a CUDA device.
 
     Raises:
-        LcposeError: more readers (ranks x workers) than the store has shards.
+        LcposeError: more readers (ranks x workers) than the store has shards, or an unknown
+            reader.
     """
     if workers < 0:
         raise LcposeError(f"--workers must be >= 0, got {workers}")
+    if reader not in READERS:
+        raise LcposeError(f"--reader must be one of {', '.join(READERS)}, got {reader!r}")
     stream.layout(workers)  # validates before any worker starts
+    if reader == "threads" and workers > 0:
+        return ThreadedBatches(stream, workers=workers, pin_memory=pin_memory)
     loader = DataLoader(
         stream,
         batch_size=None,
@@ -524,3 +607,88 @@ def make_loader(
         prefetch_factor=4 if workers else None,
     )
     return iter(loader)
+
+
+class _Failed:
+    """What a reader thread hands over instead of a batch when it fails."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def _serve(
+    stream: StoreStream,
+    worker: int,
+    workers: int,
+    out: queue.Queue,
+    stop: threading.Event,
+    pin_memory: bool,
+) -> None:
+    """Body of reader thread `worker`: its batches into `out` until `stop` is set."""
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for batch in stream.worker_batches(worker, workers):
+            if pin_memory:
+                batch = {k: v.pin_memory() for k, v in batch.items()}
+            if not put(batch):
+                return
+    except BaseException as error:  # handed to the consumer, which raises it
+        put(_Failed(error))
+
+
+class ThreadedBatches(Iterator[dict[str, torch.Tensor]]):
+    """Batches of W reader threads, taken round-robin as a DataLoader takes them from its W
+    worker processes, so the order is the same (`StoreStream.worker_batches`).
+
+    The threads stop when this object is closed or garbage-collected; they hold no reference
+    to it. A reader's exception is raised by `__next__`.
+    """
+
+    def __init__(
+        self, stream: StoreStream, *, workers: int, prefetch: int = 4, pin_memory: bool = False
+    ) -> None:
+        self._stop = threading.Event()
+        self._queues: list[queue.Queue] = [queue.Queue(prefetch) for _ in range(workers)]
+        self._threads = [
+            threading.Thread(
+                target=_serve,
+                args=(stream, w, workers, self._queues[w], self._stop, pin_memory),
+                name=f"lcpose-reader-{w}",
+                daemon=True,
+            )
+            for w in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+        self._turn = 0
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        w = self._turn % len(self._queues)
+        while True:
+            try:
+                item = self._queues[w].get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self._threads[w].is_alive():
+                    raise LcposeError(f"reader thread {w} stopped without a batch") from None
+        if isinstance(item, _Failed):
+            self.close()
+            raise item.error
+        self._turn += 1
+        return item
+
+    def close(self) -> None:
+        """Stop the reader threads (they finish the batch they are reading)."""
+        self._stop.set()
+
+    def __del__(self) -> None:
+        self.close()

@@ -41,11 +41,13 @@ from tqdm import tqdm
 from lcdata.errors import LcposeError
 from lcdata.store import write_lock
 from trainer.data import (
+    READERS,
     TARGET_KINDS,
     StoreSpec,
     StoreStream,
     make_loader,
     open_training_store,
+    to_device,
 )
 from trainer.losses import stage_losses
 from trainer.models import MODELS, build_model, describe, load_backbone_weights, preprocess
@@ -72,7 +74,10 @@ class TrainConfig:
         lr_decay: factor applied at `lr_decay_at`.
         batch_size: samples per step per process; global batch = batch_size x world size.
         seed: model initialisation and the data order.
-        workers: DataLoader processes reading the store (0 = read in the training process).
+        workers: readers of the store (0 = read in the training thread, between steps).
+        reader: "threads" (reader threads in the training process) or "processes"
+            (DataLoader worker processes, batches through shared memory); same batches, same
+            order (`trainer.data.make_loader`).
         shuffle_blocks: store shards per shuffle window of the data stream.
         augment_flip: mirror half of the samples (crops were augmented when the store was
             built, so this is off by default).
@@ -96,6 +101,7 @@ class TrainConfig:
     batch_size: int = 16
     seed: int = 0
     workers: int = 2
+    reader: str = "threads"
     shuffle_blocks: int = 4
     augment_flip: bool = False
     target: str = "auto"
@@ -119,6 +125,8 @@ class TrainConfig:
                 f"need lr > 0, lr_decay > 0 and 0 <= lr_decay_at <= 1, got {self.lr}, "
                 f"{self.lr_decay}, {self.lr_decay_at}"
             )
+        if self.reader not in READERS:
+            raise LcposeError(f"--reader must be one of {', '.join(READERS)}, got {self.reader!r}")
         if self.target not in TARGET_KINDS:
             raise LcposeError(
                 f"--target must be one of {', '.join(TARGET_KINDS)}, got {self.target!r}"
@@ -231,7 +239,9 @@ def fit(
             shuffle_blocks=cfg.shuffle_blocks,
             flip=cfg.augment_flip,
         )
-        batches = make_loader(stream, workers=cfg.workers, pin_memory=env.device.type == "cuda")
+        batches = make_loader(
+            stream, workers=cfg.workers, reader=cfg.reader, pin_memory=env.device.type == "cuda"
+        )
         if ckpt is not None:
             # after the loader, which draws its base seed from the global generator: a resumed
             # run then holds the generator states of an uninterrupted one
@@ -276,10 +286,7 @@ def fit(
                 group["lr"] = lr
             t0 = time.perf_counter()
             batch = next(batches)
-            images = batch["images"].to(env.device, non_blocking=True)  # (B, S, S, 3) uint8
-            heat = batch["heatmaps"].to(env.device, non_blocking=True)  # (B, K+1, h, h)
-            pafs = batch["pafs"].to(env.device, non_blocking=True)  # (B, 2L, h, h)
-            mask = batch["masks"].to(env.device, non_blocking=True)  # (B, 1, h, h)
+            images, mask, heat, pafs = to_device(batch, env.device)  # float32 maps and mask
             meter.data_s += time.perf_counter() - t0
 
             stages = net(preprocess(images))  # per stage (heatmaps, pafs)

@@ -69,7 +69,18 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
-    "--workers", type=int, default=2, show_default=True, help="DataLoader reader processes."
+    "--workers",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Store readers (0 = read in the training thread between steps).",
+)
+@click.option(
+    "--reader",
+    type=click.Choice(["threads", "processes"]),
+    default="threads",
+    show_default=True,
+    help="Readers as threads of this process, or DataLoader worker processes (same batches).",
 )
 @click.option(
     "--target",
@@ -114,6 +125,7 @@ def fit(
     batch_size: int,
     seed: int,
     workers: int,
+    reader: str,
     target: str,
     resume: bool,
     device: str,
@@ -142,6 +154,7 @@ def fit(
         batch_size=batch_size,
         seed=seed,
         workers=workers,
+        reader=reader,
         shuffle_blocks=shuffle_blocks,
         augment_flip=augment_flip,
         target=target,
