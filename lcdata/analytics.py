@@ -224,7 +224,13 @@ def _limb_norms(pafs: np.ndarray) -> np.ndarray:
 
 
 def correction_stats(
-    gt_h: np.ndarray, gt_p: np.ndarray, tgt_h: np.ndarray, tgt_p: np.ndarray, masks: np.ndarray
+    gt_h: np.ndarray,
+    gt_p: np.ndarray,
+    tgt_h: np.ndarray,
+    tgt_p: np.ndarray,
+    masks: np.ndarray,
+    *,
+    paf_lengths: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Mass added/removed per part and PAF cells changed per limb, over supervised cells.
 
@@ -232,47 +238,63 @@ def correction_stats(
         gt_h, tgt_h: (N, K+1, h, w) heatmaps; gt_p, tgt_p: (N, 2L, h, w) PAFs; float16 as
             stored, or float32 copies of those values.
         masks: (N, h, w) uint8, 1 = supervised.
+        paf_lengths: the squared limb lengths (N, L, h, w) float32 of gt_p and tgt_p, when
+            the caller has them (eq. 3 computes them); else computed here.
 
     Returns:
         float64 arrays: samples (1,), cells (1,) supervised cells, heat_gt (K,),
         heat_target (K,), heat_added (K,), heat_removed (K,), paf_gt_cells (L,),
         paf_target_cells (L,), paf_changed (L,), paf_mass_added (L,).
     """
+
     # The maps are float16 multiples of 2^-9: their differences (below 2^15 in magnitude,
-    # far beyond any map) and products with the 0/1 mask are exact in float32, and so are
-    # the float64 sums (every partial sum is a multiple of 2^-9 below 2^44), so all but one
-    # value equal a float64 computation bit for bit at a fraction of its cost (hence also
-    # removed = added - (target - GT), exactly). The exception is `paf_mass_added`: limb
-    # lengths come from a float32 sqrt (about 1e-7 relative per cell; tests/test_correct.py
-    # bounds the sums against float64). The `> 0` tests use squared lengths, zero only for
-    # zero vectors.
+    # far beyond any map) and products with the 0/1 mask are exact, and so are float64 sums
+    # (every partial sum is a multiple of 2^-9 below 2^44), in any order; so all but one
+    # value equal a float64 computation bit for bit (hence also removed = added - (target -
+    # GT), exactly). The masked sums over samples and cells are matrix products with the
+    # mask (BLAS, no (N, C, h, w) temporaries); cell counts are exact in float32 per sample.
+    # The exception is `paf_mass_added`: limb lengths come from a float32 sqrt (about 1e-7
+    # relative per cell; tests/test_correct.py bounds the sums against float64). The `> 0`
+    # tests use squared lengths, zero only for zero vectors.
     n, c, h, w = gt_p.shape
-    axes = (0, 2, 3)
-    m = np.asarray(masks, np.float32)[:, None]  # (N, 1, h, w)
-    supervised = m > 0
-    g = np.asarray(gt_h[:, :-1], np.float32) * m  # (N, K, h, w), 0 where not supervised
-    y = np.asarray(tgt_h[:, :-1], np.float32) * m
-    heat_gt, heat_target = g.sum(axes, dtype=np.float64), y.sum(axes, dtype=np.float64)
-    heat_added = np.maximum(y - g, 0).sum(axes, dtype=np.float64)
-    gv = np.asarray(gt_p, np.float32).reshape(n, c // 2, 2, h, w)
-    yv = np.asarray(tgt_p, np.float32).reshape(n, c // 2, 2, h, w)
-    sq_g, sq_y = np.square(gv).sum(axis=2), np.square(yv).sum(axis=2)  # (N, L, h, w)
-    growth = np.maximum(np.sqrt(sq_y) - np.sqrt(sq_g), 0) * m
+    k = gt_h.shape[1] - 1
+    m32 = np.asarray(masks, np.float32).reshape(n, h * w, 1)
+    m64 = m32.astype(np.float64)
 
-    def supervised_count(flags: np.ndarray) -> np.ndarray:
-        return np.logical_and(flags, supervised).sum(axes).astype(np.float64)
+    def masked_sum(x: np.ndarray, *, exact: bool = True) -> np.ndarray:
+        """(N, C, h, w) values -> (C,) float64 sums of value x mask over samples and cells;
+        `exact`: the values are on the 2^-9 grid."""
+        x = x.reshape(n, -1, h * w)
+        # per sample, h*w grid values of magnitude below b sum exactly in float32 (in any
+        # order) while h*w*b < 2^15: every partial sum then has at most 24 significant bits
+        if exact and x.size and max(-float(x.min()), float(x.max())) * h * w < 2**15:
+            return np.matmul(x, m32).sum(axis=(0, 2), dtype=np.float64)
+        return np.matmul(x.astype(np.float64), m64).sum(axis=(0, 2))
 
+    def masked_count(flags: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) bool -> (C,) float64 counts of supervised True cells."""
+        per_sample = np.matmul(flags.reshape(n, -1, h * w).astype(np.float32), m32)
+        return per_sample.sum(axis=(0, 2), dtype=np.float64)
+
+    f32 = st.as_float32
+    g, y = f32(gt_h)[:, :k], f32(tgt_h)[:, :k]
+    heat_gt, heat_target = masked_sum(g), masked_sum(y)
+    heat_added = masked_sum(np.maximum(y - g, 0))
+    gp, yp = f32(gt_p), f32(tgt_p)
+    gx, gy, yx, yy = gp[:, 0::2], gp[:, 1::2], yp[:, 0::2], yp[:, 1::2]  # (N, L, h, w)
+    sq_g, sq_y = (gx * gx + gy * gy, yx * yx + yy * yy) if paf_lengths is None else paf_lengths
+    growth = np.maximum(np.sqrt(sq_y) - np.sqrt(sq_g), 0)
     return {
         "samples": np.array([n], np.float64),
-        "cells": np.array([m.sum(dtype=np.float64)]),
+        "cells": np.array([m64.sum()]),
         "heat_gt": heat_gt,
         "heat_target": heat_target,
         "heat_added": heat_added,
         "heat_removed": heat_added - (heat_target - heat_gt),
-        "paf_gt_cells": supervised_count(sq_g > 0),
-        "paf_target_cells": supervised_count(sq_y > 0),
-        "paf_changed": supervised_count((gv != yv).any(axis=2)),
-        "paf_mass_added": growth.sum(axes, dtype=np.float64),
+        "paf_gt_cells": masked_count(sq_g > 0),
+        "paf_target_cells": masked_count(sq_y > 0),
+        "paf_changed": masked_count((gx != yx) | (gy != yy)),
+        "paf_mass_added": masked_sum(growth, exact=False),
     }
 
 
@@ -425,9 +447,10 @@ def shard_stats(
     truth: CleanTruth | None = None,
     cfg: RenderConfig | None = None,
     skeleton: Skeleton | None = None,
+    paf_lengths: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """`correction_stats` and, given `truth`, `truth_stats` of one shard, in one dict."""
-    out = correction_stats(gt_h, gt_p, tgt_h, tgt_p, masks)
+    out = correction_stats(gt_h, gt_p, tgt_h, tgt_p, masks, paf_lengths=paf_lengths)
     if truth is not None:
         out.update(
             truth_stats(

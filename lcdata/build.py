@@ -426,8 +426,7 @@ def write_gt_shard(group: Any, shard: int, per: int, arrays: dict[str, np.ndarra
     Whole shards only: writing part of a chunk would read, modify and rewrite it.
     """
     start = shard * per
-    stop = start + len(arrays["masks"])
     for key, dest in _DESTINATIONS.items():
         if dest in group:
-            group[dest][start:stop] = arrays[key]
+            st.write_samples(group, dest, start, arrays[key])
     st.mark_shard_done(group, "gt", shard)

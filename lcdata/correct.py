@@ -64,6 +64,7 @@ from lcdata.analytics import (
     collect_analytics,
     save_shard_stats,
     shard_stats,
+    sum_stats,
 )
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
@@ -76,12 +77,18 @@ DEFAULT_LAMBDA = 0.5
 """The paper's mixing ratio for KD (Table 1: lambda = 0.5 beats lambda = 1)."""
 
 KD_MODES = ("kd", "kd+lc")
+GRID_MODES = ("gt", "max", "heatmaps", "pafs")
+"""Modes whose targets are maxima, selections and 1 - max of stored values: on the store's
+2^-9 grid already (the inputs are, and 1 - x of a grid value is exact), so they are cast to
+float16 without quantising again; the KD blends are quantised."""
 INPUT_ARRAYS: tuple[str, ...] = (
     "images", "masks", "meta/image_id", "meta/affine", "meta/flipped", "meta/view",
 )  # fmt: skip
 """Per-sample arrays a corrected store copies (--copy-inputs) or reads from its source."""
 
 _WRITE_PREFIX = "write-target"
+_BLOCK_ELEMENTS = 1 << 19
+"""Map elements (heatmaps + PAFs) per sub-block of a shard in the write tasks."""
 CONNECT_TIMEOUT_S = 10
 """Seconds to wait for a --scheduler to answer (distributed retries until then)."""
 
@@ -117,24 +124,29 @@ def correct_heatmaps(
     return out
 
 
+def squared_lengths(pafs: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """(N, 2L, h, w) PAFs -> (N, L, h, w) x^2 + y^2 of every limb vector, in `dtype`.
+
+    Stored values are multiples of 2^-9 below 4 in magnitude (11 significant bits): their
+    squares and the sum of two squares fit float32's 24 bits exactly, so equal lengths
+    compare equal in float32.
+    """
+    pafs = st.as_float32(pafs) if dtype == np.float32 else np.asarray(pafs, dtype)
+    x, y = pafs[:, 0::2], pafs[:, 1::2]
+    return x * x + y * y
+
+
 def paf_keeps_gt(gt: np.ndarray, teacher: np.ndarray) -> np.ndarray:
     """Eq. 3's choice: (N, L, h, w) bool, True where ||L_GT|| > ||L_T|| (strict: ties -> T).
 
     Args:
-        gt, teacher: (N, 2L, h, w) float, channel 2l = x and 2l+1 = y of limb l.
+        gt, teacher: (N, 2L, h, w) float, channel 2l = x and 2l+1 = y of limb l; compared
+            in float32 (exact on the store's grid, `squared_lengths`), in float64 when either
+            is float64.
     """
-    n, c, h, w = gt.shape
-    # Stored values are multiples of 2^-9 below 4 in magnitude (11 significant bits): their
-    # squares and the sum of two squares fit float32's 24 bits exactly, so equal lengths
-    # compare equal in float32, at half the cost of float64. float64 inputs stay float64.
-    dtype = (
-        np.float64
-        if np.float64 in (np.asarray(gt).dtype, np.asarray(teacher).dtype)
-        else np.float32
-    )
-    g = np.asarray(gt, dtype).reshape(n, c // 2, 2, h, w)
-    t = np.asarray(teacher, dtype).reshape(n, c // 2, 2, h, w)
-    return (g * g).sum(axis=2) > (t * t).sum(axis=2)
+    gt, teacher = np.asarray(gt), np.asarray(teacher)
+    dtype = np.float64 if np.float64 in (gt.dtype, teacher.dtype) else np.float32
+    return squared_lengths(gt, dtype) > squared_lengths(teacher, dtype)
 
 
 def correct_pafs(gt: np.ndarray, teacher: np.ndarray) -> np.ndarray:
@@ -146,11 +158,23 @@ def correct_pafs(gt: np.ndarray, teacher: np.ndarray) -> np.ndarray:
     Returns:
         (N, 2L, h, w) float32.
     """
+    return _correct_pafs_lengths(gt, teacher)[0]
+
+
+def _correct_pafs_lengths(
+    gt: np.ndarray, teacher: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`correct_pafs`, plus the squared limb lengths of GT and of the result (N, L, h, w),
+    which the statistics need too."""
+    gt, teacher = np.asarray(gt), np.asarray(teacher)
+    dtype = np.float64 if np.float64 in (gt.dtype, teacher.dtype) else np.float32
+    sq_g, sq_t = squared_lengths(gt, dtype), squared_lengths(teacher, dtype)
+    keep = sq_g > sq_t  # (N, L, h, w), shared by x and y
     n, c, h, w = gt.shape
-    keep = paf_keeps_gt(gt, teacher)[:, :, None]  # (N, L, 1, h, w), shared by x and y
-    g = np.asarray(gt, np.float32).reshape(n, c // 2, 2, h, w)
-    t = np.asarray(teacher, np.float32).reshape(n, c // 2, 2, h, w)
-    return np.where(keep, g, t).reshape(n, c, h, w)
+    g = st.as_float32(gt).reshape(n, c // 2, 2, h, w)
+    t = st.as_float32(teacher).reshape(n, c // 2, 2, h, w)
+    out = np.where(keep[:, :, None], g, t).reshape(n, c, h, w)
+    return out, sq_g, np.where(keep, sq_g, sq_t)
 
 
 def blend(y: np.ndarray, teacher: np.ndarray, lam: float) -> np.ndarray:
@@ -213,18 +237,9 @@ def _pafs_f32(gt: np.ndarray, teacher: np.ndarray | None, *, mode: str, lam: flo
 
 
 def _quantize_both(maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`st.quantize(maps)` (float16) and the same values in float32, without the slow
-    float16 -> float32 conversion where it is not needed.
-
-    Below 4 in magnitude every multiple of 2^-9 has at most 11 significant bits, so there
-    the rounded float32 values are exactly the float16 ones and are returned as they are;
-    otherwise they are read back from the float16 array (slower, exact too).
-    """
-    grid = np.round(np.asarray(maps, np.float32) / st.QUANT_STEP) * st.QUANT_STEP
-    stored = grid.astype(np.float16)
-    if grid.size and max(-float(grid.min()), float(grid.max())) < 4:
-        return stored, grid
-    return stored, stored.astype(np.float32)
+    """`st.quantize(maps)` (float16) and the same values in float32."""
+    stored = st.quantize(maps)
+    return stored, st.to_float32(stored)
 
 
 def needs_teacher(mode: str) -> bool:
@@ -528,44 +543,61 @@ def _write_target_shard(
             and, with analytics, `AnalyticsSetup.arrays`.
         truth: the clean truth, when the analytics have one.
     """
-    # float16 -> float32 once (exact, and not cheap): the targets and the statistics all
-    # work on these copies
-    maps = {
-        name: np.asarray(blocks[name], np.float32)
-        for name in ("gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs")
-        if name in blocks
-    }
-    gt_h, gt_p = maps["gt/heatmaps"], maps["gt/pafs"]
-    kw = {"mode": job.mode, "lam": job.lam}
-    # the stored float16 targets, and their values in float32 for the statistics
-    heatmaps, heatmaps32 = _quantize_both(
-        _heatmaps_f32(gt_h, maps.get("teacher/heatmaps"), background=job.background, **kw)
-    )
-    pafs, pafs32 = _quantize_both(_pafs_f32(gt_p, maps.get("teacher/pafs"), **kw))
+    n = len(blocks["gt/heatmaps"])
+    heatmaps = np.empty(blocks["gt/heatmaps"].shape, np.float16)
+    pafs = np.empty(blocks["gt/pafs"].shape, np.float16)
+    parts: list[dict[str, np.ndarray]] = []
+    # a few samples at a time: the float32 copies and every temporary of the rules and the
+    # statistics then stay in the CPU caches, twice as fast as whole-shard arrays
+    step = max(1, _BLOCK_ELEMENTS // (heatmaps[0].size + pafs[0].size))
+    for a in range(0, n, step):
+        sl = slice(a, a + step)
+        maps = {
+            name: st.to_float32(blocks[name][sl])  # exact; shared by targets and statistics
+            for name in ("gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs")
+            if name in blocks
+        }
+        gt_h, gt_p = maps["gt/heatmaps"], maps["gt/pafs"]
+        kw = {"mode": job.mode, "lam": job.lam}
+        h32 = _heatmaps_f32(gt_h, maps.get("teacher/heatmaps"), background=job.background, **kw)
+        lengths = None
+        if job.mode in ("max", "pafs"):  # eq. 3 computes the lengths the statistics need
+            p32, *lengths = _correct_pafs_lengths(gt_p, maps["teacher/pafs"])
+        else:
+            p32 = _pafs_f32(gt_p, maps.get("teacher/pafs"), **kw)
+        # the stored float16 targets; float32 values equal to them for the statistics
+        if job.mode in GRID_MODES:
+            heatmaps[sl], pafs[sl] = st.to_float16(h32), st.to_float16(p32)
+        else:
+            (heatmaps[sl], h32), (pafs[sl], p32) = _quantize_both(h32), _quantize_both(p32)
+        if job.stats_dir is not None:
+            meta = [blocks.get(f"meta/{k}") for k in ("image_id", "affine", "flipped")]
+            parts.append(
+                shard_stats(
+                    gt_h,
+                    gt_p,
+                    h32,
+                    p32,
+                    blocks["masks"][sl],
+                    *(None if x is None else x[sl] for x in meta),
+                    truth=truth,
+                    cfg=job.cfg,
+                    skeleton=job.skeleton,
+                    paf_lengths=lengths,
+                )
+            )
     group = zarr.open_group(job.out, mode="r+")
     start = shard * job.samples_per_shard
     stop = start + len(heatmaps)
-    group["target/heatmaps"][start:stop] = heatmaps
-    group["target/pafs"][start:stop] = pafs
+    st.write_samples(group, "target/heatmaps", start, heatmaps)
+    st.write_samples(group, "target/pafs", start, pafs)
     if job.copy_from is not None:
         src = zarr.open_group(job.copy_from, mode="r")
         for name in INPUT_ARRAYS:
             if name in group:
-                group[name][start:stop] = src[name][start:stop]
+                st.write_samples(group, name, start, src[name][start:stop])
     if job.stats_dir is not None:
-        meta = [blocks.get(f"meta/{n}") for n in ("image_id", "affine", "flipped")]
-        stats = shard_stats(
-            gt_h,
-            gt_p,
-            heatmaps32,
-            pafs32,
-            blocks["masks"],
-            *meta,
-            truth=truth,
-            cfg=job.cfg,
-            skeleton=job.skeleton,
-        )
-        save_shard_stats(job.stats_dir, shard, stats, tag=job.stats_tag)
+        save_shard_stats(job.stats_dir, shard, sum_stats(parts), tag=job.stats_tag)
     st.mark_shard_done(group, "target", shard)
     return shard
 

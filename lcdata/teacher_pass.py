@@ -168,15 +168,16 @@ def predict_shard(
 def _write_shard(group: Any, shard: int, start: int, heat: np.ndarray, pafs: np.ndarray) -> None:
     qh, qp = st.quantize(heat), st.quantize(pafs)
     for name, q in (("heatmaps", qh), ("pafs", qp)):
-        # values beyond float16's range become inf when quantised
-        if not np.isfinite(q).all():
+        # values beyond float16's range become inf when quantised; inf and nan are the
+        # float16 values with all exponent bits set (an integer test: numpy's float16
+        # isfinite is not vectorised)
+        if ((q.view(np.uint16) & 0x7C00) == 0x7C00).any():
             raise LcposeError(
                 f"shard {shard}: teacher {name} exceed the float16 range of the store "
                 f"(max |x| = {float(np.abs(heat if name == 'heatmaps' else pafs).max()):.3g})"
             )
-    stop = start + len(heat)
-    group["teacher/heatmaps"][start:stop] = qh
-    group["teacher/pafs"][start:stop] = qp
+    st.write_samples(group, "teacher/heatmaps", start, qh)
+    st.write_samples(group, "teacher/pafs", start, qp)
     st.mark_shard_done(group, "teacher", shard)
 
 

@@ -30,7 +30,13 @@ PER = 8  # samples per shard: COCO-MINI val gives 32 samples, 4 shards
 
 
 def make_teacher(
-    path: Path, seed: int, *, stride: int = 4, skeleton: Skeleton = CMU_SKELETON, nan=False
+    path: Path,
+    seed: int,
+    *,
+    stride: int = 4,
+    skeleton: Skeleton = CMU_SKELETON,
+    nan: bool = False,
+    bias: float = 0.0,
 ) -> Path:
     """Export a tiny teacher whose heads have random weights (zero heads would be trivial)."""
     torch.manual_seed(seed)
@@ -43,6 +49,8 @@ def make_teacher(
                 head.weight.copy_(torch.randn(head.weight.shape, generator=gen) * 0.3)
                 if nan:
                     head.bias.fill_(float("nan"))
+                elif bias:
+                    head.bias.fill_(bias)
     export_teacher(
         model,
         skeleton=skeleton,
@@ -234,6 +242,15 @@ def test_nan_outputs_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
     broken = make_teacher(tmp_path / "nan.pt2", 5, nan=True)
     with pytest.raises(LcposeError, match=r"shard 0, samples from 0: .*NaN/inf"):
         run_teacher_pass(out, broken, progress=False)
+    assert st.read_attrs(out)["complete"] is False
+    assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
+
+
+def test_outputs_beyond_float16_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
+    out = _copy(gt_store, tmp_path)
+    huge = make_teacher(tmp_path / "huge.pt2", 5, bias=1e5)
+    with pytest.raises(LcposeError, match=r"shard 0: teacher heatmaps exceed the float16 range"):
+        run_teacher_pass(out, huge, progress=False)
     assert st.read_attrs(out)["complete"] is False
     assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
 
