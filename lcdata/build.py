@@ -348,6 +348,36 @@ def render_and_write_shard(
     return arrays["images"]
 
 
+def write_teacher_shard(
+    group: Any, shard: int, start: int, heatmaps: np.ndarray, pafs: np.ndarray
+) -> None:
+    """Write one whole shard of quantised teacher outputs (float16), then mark it done in
+    progress/teacher.
+
+    Raises:
+        LcposeError: values beyond float16's range (inf after quantising) or NaN.
+    """
+    for name, q in (("heatmaps", heatmaps), ("pafs", pafs)):
+        # inf and nan are the float16 values with all exponent bits set (an integer test:
+        # numpy's float16 isfinite is not vectorised)
+        if ((q.view(np.uint16) & 0x7C00) == 0x7C00).any():
+            raise LcposeError(
+                f"shard {shard}: teacher {name} exceed the float16 range of the store "
+                f"(|x| > {float(np.finfo(np.float16).max):.0f}, or NaN)"
+            )
+    st.write_samples(group, "teacher/heatmaps", start, heatmaps)
+    st.write_samples(group, "teacher/pafs", start, pafs)
+    st.mark_shard_done(group, "teacher", shard)
+
+
+def write_teacher_shard_at(
+    out: str, shard: int, start: int, heatmaps: np.ndarray, pafs: np.ndarray
+) -> None:
+    """`write_teacher_shard` into the store at `out` (a worker process of the one-pass
+    build: this module does not load torch)."""
+    write_teacher_shard(zarr.open_group(out, mode="r+"), shard, start, heatmaps, pafs)
+
+
 def exit_with_parent(parent_pid: int) -> None:
     """Worker-process initializer: exit when the parent dies (a kill -9 of the build would
     otherwise leave the pool's workers waiting forever on its task queue)."""

@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,9 @@ def quantize(maps: np.ndarray) -> np.ndarray:
     beyond, float16's own spacing (2^-8 up to 8, ...) rounds once more.
     """
     maps = np.asarray(maps, np.float32)
-    if maps.size < _TORCH_MIN_SIZE:
+    # torch's casts are faster, but only worth it where torch is loaded anyway: importing it
+    # costs a GT rendering process about a second and 200 MB
+    if maps.size < _TORCH_MIN_SIZE or "torch" not in sys.modules:
         return (np.round(maps / QUANT_STEP) * QUANT_STEP).astype(np.float16)
     return _torch_map(maps, np.float16, lambda t: (t * (1 / QUANT_STEP)).round_().mul_(QUANT_STEP))
 

@@ -49,6 +49,8 @@ from lcdata.build import (
     read_shard_images,
     render_and_write_shard,
     shard_records,
+    write_teacher_shard,
+    write_teacher_shard_at,
 )
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
@@ -166,19 +168,7 @@ def predict_shard(
 
 
 def _write_shard(group: Any, shard: int, start: int, heat: np.ndarray, pafs: np.ndarray) -> None:
-    qh, qp = st.quantize(heat), st.quantize(pafs)
-    for name, q in (("heatmaps", qh), ("pafs", qp)):
-        # values beyond float16's range become inf when quantised; inf and nan are the
-        # float16 values with all exponent bits set (an integer test: numpy's float16
-        # isfinite is not vectorised)
-        if ((q.view(np.uint16) & 0x7C00) == 0x7C00).any():
-            raise LcposeError(
-                f"shard {shard}: teacher {name} exceed the float16 range of the store "
-                f"(max |x| = {float(np.abs(heat if name == 'heatmaps' else pafs).max()):.3g})"
-            )
-    st.write_samples(group, "teacher/heatmaps", start, qh)
-    st.write_samples(group, "teacher/pafs", start, qp)
-    st.mark_shard_done(group, "teacher", shard)
+    write_teacher_shard(group, shard, start, st.quantize(heat), st.quantize(pafs))
 
 
 def run_teacher_pass(
@@ -270,13 +260,16 @@ def _infer_and_write(
     batch_size: int,
     desc: str,
     progress: bool,
+    write_pool: Executor | None = None,
 ) -> None:
     """Run the teacher on each shard's crops and write its outputs, in shard order.
 
     `submit(shard)` starts getting the shard's (B, S, S, 3) crops (reading them, or
     rendering and writing the shard's GT first) and returns a future; up to READ_AHEAD
     shards are in flight while this thread infers. One writer thread quantises, compresses
-    and writes the outputs, then marks the shard done in progress/teacher.
+    and writes the outputs, then marks the shard done in progress/teacher; given
+    `write_pool` (the one-pass build's worker processes), this thread quantises and the
+    pool's processes compress and write, which keeps this process's core for inference.
     """
     bar = tqdm(total=len(shards), desc=desc, unit="shard", disable=not progress)
     writes: deque[Future] = deque()
@@ -286,7 +279,14 @@ def _infer_and_write(
                 heat, pafs = predict_shard(
                     teacher, crops, batch_size=batch_size, where=f"{out}: shard {shard}"
                 )
-                writes.append(writer.submit(_write_shard, group, shard, shard * per, heat, pafs))
+                if write_pool is not None:
+                    qh, qp = st.quantize(heat), st.quantize(pafs)
+                    job = write_pool.submit(
+                        write_teacher_shard_at, str(out), shard, shard * per, qh, qp
+                    )
+                else:
+                    job = writer.submit(_write_shard, group, shard, shard * per, heat, pafs)
+                writes.append(job)
                 while len(writes) > MAX_PENDING_WRITES:
                     writes.popleft().result()  # bounded queue; re-raises write errors
                 bar.update()
@@ -384,6 +384,7 @@ def build_teacher_cache(
                     batch_size=batch_size,
                     desc="build + teacher",
                     progress=progress,
+                    write_pool=pool if workers > 0 else None,
                 )
             except BrokenProcessPool:
                 raise LcposeError(
