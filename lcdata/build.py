@@ -378,9 +378,17 @@ def write_teacher_shard_at(
     write_teacher_shard(zarr.open_group(out, mode="r+"), shard, start, heatmaps, pafs)
 
 
-def exit_with_parent(parent_pid: int) -> None:
+WORKER_NICENESS = 10
+"""Scheduling priority drop of the GT rendering processes of the one-pass build."""
+
+
+def exit_with_parent(parent_pid: int, niceness: int = 0) -> None:
     """Worker-process initializer: exit when the parent dies (a kill -9 of the build would
-    otherwise leave the pool's workers waiting forever on its task queue)."""
+    otherwise leave the pool's workers waiting forever on its task queue), and run at
+    `niceness` (a lower priority: where inference and rendering compete for the cores,
+    inference, the pace of the whole build, goes first and rendering takes what is left)."""
+    if niceness:
+        os.nice(niceness)
 
     def watch() -> None:
         while os.getppid() == parent_pid:

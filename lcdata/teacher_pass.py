@@ -41,6 +41,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from lcdata import store as st
 from lcdata.build import (
+    WORKER_NICENESS,
     BuildConfig,
     exit_with_parent,
     iter_futures,
@@ -358,7 +359,7 @@ def build_teacher_cache(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=exit_with_parent,
-                initargs=(os.getpid(),),
+                initargs=(os.getpid(), WORKER_NICENESS),
             )
         else:
             pool = ThreadPoolExecutor(max_workers=1)
