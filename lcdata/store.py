@@ -73,7 +73,8 @@ def quantize(maps: np.ndarray) -> np.ndarray:
     # torch's casts are faster, but only worth it where torch is loaded anyway: importing it
     # costs a GT rendering process about a second and 200 MB
     if maps.size < _TORCH_MIN_SIZE or "torch" not in sys.modules:
-        return (np.round(maps / QUANT_STEP) * QUANT_STEP).astype(np.float16)
+        with np.errstate(over="ignore"):  # beyond float16's range -> inf, by design
+            return (np.round(maps / QUANT_STEP) * QUANT_STEP).astype(np.float16)
     return _torch_map(maps, np.float16, lambda t: (t * (1 / QUANT_STEP)).round_().mul_(QUANT_STEP))
 
 
