@@ -357,7 +357,9 @@ def run(ctx: Context) -> Result:
         f"the bytes), but read {fast['read_sps'] / z3['read_sps']:.1f}x and written "
         f"{fast['write_sps'] / z3['write_sps']:.1f}x as fast (crops table); the training "
         f"reader decompresses every crop every epoch, and at level 3 the crops alone cost "
-        f"more reading time than all the map arrays together (pipeline benchmark). "
+        f"more reading time than all the map arrays together (pipeline benchmark). Without "
+        f"compression the crops take more than 100% when the store's last shard is not "
+        f"full: zarr stores the whole chunk. "
         f"(float32 without compression shows slightly under 100% for GT PAFs because zarr "
         f"does not write chunks that are entirely zero.)"
     )
