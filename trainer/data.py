@@ -12,7 +12,7 @@ The store is never loaded into memory: the stream reads whole shards ("blocks" o
 The order, a pure function of (seed, epoch, position), is defined by `StreamLayout`:
 
 1. Epoch e visits the blocks in the order `default_rng([seed, e]).permutation(num_blocks)`.
-2. The blocks are dealt to `num_lanes` = (DDP ranks x DataLoader workers per rank) lanes:
+2. The blocks are dealt to `num_lanes` = (DDP ranks x readers per rank) lanes:
    lane g gets blocks perm[g::num_lanes], so lanes, hence workers and ranks, read disjoint
    blocks and together cover every sample exactly once per epoch.
 3. A lane cuts its blocks into windows of `shuffle_blocks` consecutive blocks and shuffles the
@@ -21,9 +21,10 @@ The order, a pure function of (seed, epoch, position), is defined by `StreamLayo
    is samples [m B, (m + 1) B) of it (a batch may straddle two windows or epochs).
 4. Training step s of rank r takes lane batch s // W of lane r W + s % W, W = workers (1
    with none), which is exactly the round-robin in which a DataLoader collects from its W
-   workers. Resuming at step k therefore only has to tell each worker where its first batch
-   lies: the lane position is found by summing block sizes, and only the one window the
-   position falls into is read, whatever k is.
+   workers, and in which `ThreadedBatches` collects from its W reader threads. Resuming at
+   step k therefore only has to tell each reader where its first batch lies: the lane
+   position is found by summing block sizes, and only the one window the position falls
+   into is read, whatever k is.
 
 Consequence: the batch sequence depends on (seed, batch size, workers, ranks, shuffle_blocks,
 flip), and a resumed run must keep them (`trainer.fit` checks).
@@ -510,11 +511,11 @@ def lane_batches(
 
 
 class StoreStream(IterableDataset):
-    """Endless training batches of one DDP rank, split over DataLoader workers by lane.
+    """Endless training batches of one DDP rank, split over readers by lane.
 
-    Use with `DataLoader(stream, batch_size=None, num_workers=W)` (see `make_loader`); the
-    stream makes whole batches itself. Each worker opens the store lazily in `__iter__`, so
-    nothing open is passed through fork.
+    Read it with `make_loader` (reader threads, or `DataLoader(stream, batch_size=None,
+    num_workers=W)` worker processes); the stream makes whole batches itself. Each reader
+    opens the store lazily (`worker_batches`), so nothing open is passed through fork.
     """
 
     def __init__(
