@@ -458,12 +458,13 @@ def _float64_correction_stats(gt_h, gt_p, tgt_h, tgt_p, masks) -> dict[str, np.n
     }
 
 
-@pytest.mark.parametrize("mode", ["max", "kd+lc", "gt"])
-def test_correction_stats_in_float32_equal_float64(mode: str) -> None:
-    """Everything but the limb lengths is exact in float32; those stay within 1e-6."""
+@pytest.mark.parametrize(("mode", "scale"), [("max", 1), ("kd+lc", 1), ("gt", 1), ("max", 256)])
+def test_correction_stats_in_float32_equal_float64(mode: str, scale: int) -> None:
+    """Everything but the limb lengths is exact in float32; those stay within 1e-6. With
+    `scale`, the maps are too large for exact per-sample float32 sums (the float64 path)."""
     data = _crafted(64, 5, RenderConfig(input_size=64, stride=4, sigma=3.0))
-    gh, gp = data["gt/heatmaps"], data["gt/pafs"]
-    th, tp = data["teacher/heatmaps"], data["teacher/pafs"]
+    gh, gp = (data[k] * np.float16(scale) for k in ("gt/heatmaps", "gt/pafs"))
+    th, tp = (data[k] * np.float16(scale) for k in ("teacher/heatmaps", "teacher/pafs"))
     yh = cr.target_heatmaps(gh, th, mode=mode, lam=0.3)
     yp = cr.target_pafs(gp, tp, mode=mode, lam=0.3)
     want = _float64_correction_stats(gh, gp, yh, yp, data["masks"])
@@ -484,6 +485,21 @@ def test_correction_stats_in_float32_equal_float64(mode: str) -> None:
         assert want["heat_removed"].min() > 0  # the blend lowers GT somewhere
 
 
+def test_correction_stats_stay_exact_when_float32_sums_would_round() -> None:
+    """Large values beside a 2^-9 step in one sample: a float32 sum would need 25 bits."""
+    n, h = 2, 46
+    gh = np.zeros((n, 19, h, h), np.float16)
+    yh = np.full((n, 19, h, h), 16.0, np.float16)
+    yh[:, :, 0, 0] = 2**-9
+    gp = np.zeros((n, 38, h, h), np.float16)
+    masks = np.ones((n, h, h), np.uint8)
+    want = _float64_correction_stats(gh, gp, yh, gp, masks)
+    got = correction_stats(gh, gp, yh, gp, masks)
+    for key in ("heat_target", "heat_added"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert want["heat_target"][0] == n * ((h * h - 1) * 16 + 2**-9)
+
+
 @pytest.mark.parametrize("low, high", [(-3.99, 3.99), (4.0, 7.5), (-70.0, 70.0)])
 def test_quantize_both_gives_the_stored_values_in_float32(low: float, high: float) -> None:
     """The write tasks take the targets' float32 values from here, not from float16."""
@@ -495,6 +511,30 @@ def test_quantize_both_gives_the_stored_values_in_float32(low: float, high: floa
     np.testing.assert_array_equal(
         values.view(np.uint32), stored.astype(np.float32).view(np.uint32)
     )  # bit for bit, -0.0 included
+
+
+def test_torch_casts_and_quantize_equal_numpy_bit_for_bit() -> None:
+    """`st.to_float32`, `st.to_float16` and the torch path of `st.quantize` (used on large
+    arrays once torch is loaded) against numpy, ties, signed zeros, overflow and NaN included."""
+    import sys
+
+    import torch  # noqa: F401  (loaded: quantize takes its torch path)
+
+    assert "torch" in sys.modules
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3, 40, 33, 17)) * 3).astype(np.float32)  # > 65536 elements
+    x.flat[:8] = [np.nan, np.inf, -np.inf, 7e4, -0.0, 1e-8, 2**-10, 3 * 2**-10]  # ties at 2^-10
+    with np.errstate(over="ignore", invalid="ignore"):
+        want_q = (np.round(x / st.QUANT_STEP) * st.QUANT_STEP).astype(np.float16)
+        want_h = x.astype(np.float16)
+    assert x.size >= st._TORCH_MIN_SIZE
+    np.testing.assert_array_equal(st.quantize(x).view(np.uint16), want_q.view(np.uint16))
+    np.testing.assert_array_equal(st.to_float16(x).view(np.uint16), want_h.view(np.uint16))
+    back = st.to_float32(want_h)
+    assert back.dtype == np.float32 and back.shape == x.shape
+    np.testing.assert_array_equal(back.view(np.uint32), want_h.astype(np.float32).view(np.uint32))
+    strided = want_h[:, ::3]  # not contiguous
+    np.testing.assert_array_equal(st.to_float32(strided), strided.astype(np.float32))
 
 
 def test_saved_shard_stats_round_trip(tmp_path: Path) -> None:
