@@ -144,9 +144,15 @@ def paf_keeps_gt(gt: np.ndarray, teacher: np.ndarray) -> np.ndarray:
             in float32 (exact on the store's grid, `squared_lengths`), in float64 when either
             is float64.
     """
+    sq_g, sq_t = _squared_length_pair(gt, teacher)
+    return sq_g > sq_t
+
+
+def _squared_length_pair(gt: np.ndarray, teacher: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`squared_lengths` of both, in float32, or float64 when either input is float64."""
     gt, teacher = np.asarray(gt), np.asarray(teacher)
     dtype = np.float64 if np.float64 in (gt.dtype, teacher.dtype) else np.float32
-    return squared_lengths(gt, dtype) > squared_lengths(teacher, dtype)
+    return squared_lengths(gt, dtype), squared_lengths(teacher, dtype)
 
 
 def correct_pafs(gt: np.ndarray, teacher: np.ndarray) -> np.ndarray:
@@ -166,9 +172,7 @@ def _correct_pafs_lengths(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`correct_pafs`, plus the squared limb lengths of GT and of the result (N, L, h, w),
     which the statistics need too."""
-    gt, teacher = np.asarray(gt), np.asarray(teacher)
-    dtype = np.float64 if np.float64 in (gt.dtype, teacher.dtype) else np.float32
-    sq_g, sq_t = squared_lengths(gt, dtype), squared_lengths(teacher, dtype)
+    sq_g, sq_t = _squared_length_pair(gt, teacher)
     keep = sq_g > sq_t  # (N, L, h, w), shared by x and y
     n, c, h, w = gt.shape
     g = st.as_float32(gt).reshape(n, c // 2, 2, h, w)
@@ -550,6 +554,8 @@ def _write_target_shard(
     # a few samples at a time: the float32 copies and every temporary of the rules and the
     # statistics then stay in the CPU caches, twice as fast as whole-shard arrays
     step = max(1, _BLOCK_ELEMENTS // (heatmaps[0].size + pafs[0].size))
+    kw = {"mode": job.mode, "lam": job.lam}
+    meta = [blocks.get(f"meta/{k}") for k in ("image_id", "affine", "flipped")]
     for a in range(0, n, step):
         sl = slice(a, a + step)
         maps = {
@@ -558,7 +564,6 @@ def _write_target_shard(
             if name in blocks
         }
         gt_h, gt_p = maps["gt/heatmaps"], maps["gt/pafs"]
-        kw = {"mode": job.mode, "lam": job.lam}
         h32 = _heatmaps_f32(gt_h, maps.get("teacher/heatmaps"), background=job.background, **kw)
         lengths = None
         if job.mode in ("max", "pafs"):  # eq. 3 computes the lengths the statistics need
@@ -571,7 +576,6 @@ def _write_target_shard(
         else:
             (heatmaps[sl], h32), (pafs[sl], p32) = _quantize_both(h32), _quantize_both(p32)
         if job.stats_dir is not None:
-            meta = [blocks.get(f"meta/{k}") for k in ("image_id", "affine", "flipped")]
             parts.append(
                 shard_stats(
                     gt_h,

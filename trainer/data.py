@@ -573,6 +573,8 @@ class StoreStream(IterableDataset):
 
 
 READERS = ("threads", "processes")
+PREFETCH = 4
+"""Batches each reader (thread or worker process) keeps ready."""
 
 
 def make_loader(
@@ -599,13 +601,13 @@ def make_loader(
         raise LcposeError(f"--reader must be one of {', '.join(READERS)}, got {reader!r}")
     stream.layout(workers)  # validates before any worker starts
     if reader == "threads" and workers > 0:
-        return ThreadedBatches(stream, workers=workers, pin_memory=pin_memory)
+        return ThreadedBatches(stream, workers=workers, prefetch=PREFETCH, pin_memory=pin_memory)
     loader = DataLoader(
         stream,
         batch_size=None,
         num_workers=workers,
         pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None,
+        prefetch_factor=PREFETCH if workers else None,
     )
     return iter(loader)
 
