@@ -301,7 +301,7 @@ class Context:
 
     def synth_gt_store(self, num_images: int, *, views: int = 2, per_shard: int = 64) -> Path:
         """GT store of `synth(num_images)` at SYNTH_RENDER (128 px, stride 4), K views."""
-        from lcdata.build import BuildConfig, build_gt_store
+        from lcdata.build.gt import BuildConfig, build_gt_store
         from lcdata.config import SYNTH_RENDER
 
         def make() -> Path:
@@ -315,7 +315,7 @@ class Context:
 
     def coco_gt_store(self, *, views: int, per_shard: int) -> Path:
         """GT store of COCO-MINI train at the default render (368 px, stride 8)."""
-        from lcdata.build import BuildConfig, build_gt_store
+        from lcdata.build.gt import BuildConfig, build_gt_store
 
         def make() -> Path:
             assert self.coco is not None
@@ -340,12 +340,14 @@ class Context:
         def make() -> Path:
             import torch
 
-            from lcdata.skeleton import CMU_SKELETON
+            from lcdata.config import SYNTH_RENDER
+            from lcdata.labels.skeleton import CMU_SKELETON
             from trainer.export import export_teacher
             from trainer.models import build_model
 
             torch.manual_seed(0)
-            model = build_model("tiny", CMU_SKELETON, 4, width=width, num_stages=num_stages)
+            stride = SYNTH_RENDER.stride
+            model = build_model("tiny", CMU_SKELETON, stride, width=width, num_stages=num_stages)
             with torch.no_grad():
                 for stage in model.stages:
                     for head in ("heatmaps", "pafs"):
@@ -354,8 +356,8 @@ class Context:
             export_teacher(
                 model.eval(),
                 skeleton=CMU_SKELETON,
-                stride=4,
-                input_size=128,
+                stride=stride,
+                input_size=SYNTH_RENDER.input_size,
                 model_name="tiny",
                 out_path=path,
             )
@@ -370,7 +372,8 @@ class Context:
         def make() -> tuple[Path, dict[str, float]]:
             import torch
 
-            from trainer.data import StoreStream, make_loader, open_training_store, to_device
+            from lcdata.store.training import open_training_store
+            from trainer.data import StoreStream, make_loader, to_device
             from trainer.export import export_teacher
             from trainer.losses import stage_losses
             from trainer.models import build_model, preprocess

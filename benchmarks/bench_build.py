@@ -1,8 +1,8 @@
 """`build-teacher-cache` with a teacher against the teacher's bare batched forward pass.
 
 What `lcdata build-teacher-cache ANN IMAGES --out OUT --teacher T` runs, called the way the
-command calls it (`lcdata.teacher_pass.build_teacher_cache`: one pass, GT rendering of the next
-shards overlapped with inference; batch 16, CPU), is timed end to end, and beside it the two
+command calls it (`lcdata.build.one_pass.build_teacher_cache`: one pass, GT rendering of the
+next blocks overlapped with inference; batch 16, CPU), is timed end to end, and beside it the two
 passes a user runs when adding a teacher to an existing GT store (`build_gt_store`, then
 `run_teacher_pass`), per stage. The bare forward pass is the exported teacher's `predict`
 on the same crops, already decoded in memory, in batches of 16: the throughput the build
@@ -30,10 +30,12 @@ import torch
 import zarr
 
 from benchmarks import Context, Result, Table, dir_bytes
-from lcdata.build import WORKER_NICENESS, BuildConfig, build_gt_store
+from lcdata.build.gt import BuildConfig, build_gt_store
+from lcdata.build.one_pass import build_teacher_cache
+from lcdata.build.teacher import load_teacher
+from lcdata.build.teacher_pass import run_teacher_pass
 from lcdata.config import SYNTH_RENDER, RenderConfig
-from lcdata.teacher import load_teacher
-from lcdata.teacher_pass import build_teacher_cache, run_teacher_pass
+from lcdata.parallel import WORKER_NICENESS
 
 NAME = "build"
 TITLE = "build-teacher-cache vs the teacher's bare forward pass"
@@ -207,7 +209,7 @@ def small_teacher(ctx: Context) -> Path:
     def make() -> Path:
         import torch
 
-        from lcdata.skeleton import CMU_SKELETON
+        from lcdata.labels.skeleton import CMU_SKELETON
         from trainer.export import export_teacher
         from trainer.models import build_model
 

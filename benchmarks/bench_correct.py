@@ -4,7 +4,7 @@ Data: the teacher cache of the build benchmark (synthetic 128 px crops, stride 4
 the maps of a briefly trained `tiny` teacher). Contenders, interleaved (copy, correct, copy,
 correct, ...) on dask's local threaded scheduler with dask's default number of threads:
 
-    correct   `lcdata.correct.run_correct(cache, out, mode="max")`, what `lcdata correct`
+    correct   `lcdata.correction.write.run_correct(cache, out, mode="max")`, what `lcdata correct`
               runs: reads gt/*, teacher/* and masks, computes eq. 2-3, writes target/* and
               the shard's correction statistics shard by shard (one task per shard, the
               blocks read once), sums the statistics and marks the store complete;
@@ -28,8 +28,8 @@ import numpy as np
 import zarr
 
 from benchmarks import Context, Result, Table
-from lcdata.analytics import compute_analytics
-from lcdata.correct import run_correct
+from lcdata.correction.analytics import compute_analytics
+from lcdata.correction.write import run_correct
 
 NAME = "correct"
 TITLE = "lcdata correct --mode max vs a plain dask zarr-to-zarr copy"

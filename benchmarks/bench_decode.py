@@ -2,7 +2,7 @@
 
 The same calls as `benchmarks/decode_speed.py` (the decoder's own benchmark, whose helpers
 are reused): oracle maps rendered at the single-scale protocol (height 368, stride 8) for
-every COCO-MINI val image with labelled persons, `trainer.decode.decode` alone timed per
+every COCO-MINI val image with labelled persons, `lcdata.labels.decode.decode` alone timed per
 image; then N template persons (100 px) on a jittered grid of a 736 x 736 input (92 x 92
 cells), N = 1, 5, 20, 50, with the default config and with part sharing and fragment
 merging off. Each timing repeats until a minimum time has passed and reports the median and
@@ -15,7 +15,7 @@ import numpy as np
 
 from benchmarks import Context, Result, Table
 from lcdata.config import RenderConfig
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.labels.skeleton import CMU_SKELETON
 
 NAME = "decode"
 TITLE = "Decoding: ms per image and growth with the number of persons"
@@ -25,8 +25,9 @@ PERSONS = (1, 5, 20, 50)
 
 def run(ctx: Context) -> Result:
     from benchmarks.decode_speed import _time, synthetic
-    from trainer.decode import DecodeConfig, decode
-    from trainer.evaluate import model_geometry, oracle_maps, select_records
+    from lcdata.labels.decode import DecodeConfig, decode
+    from trainer.evaluate import oracle_maps, select_records
+    from trainer.infer import model_geometry
 
     min_s = 0.3 if ctx.quick else 1.0
     sk, cfg = CMU_SKELETON, RenderConfig()

@@ -32,12 +32,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks import Context, Result, Table
-from lcdata.build import labelled_records, make_sample, make_view
-from lcdata.coco import ignore_mask, load_coco, read_image
+from lcdata.build.gt import labelled_records, make_sample, make_view
 from lcdata.config import AugmentConfig, RenderConfig
-from lcdata.skeleton import CMU_SKELETON
-from lcdata.store import read_attrs
-from trainer.data import StoreStream, make_loader, open_training_store, to_device
+from lcdata.labels.coco import ignore_mask, load_coco, read_image
+from lcdata.labels.skeleton import CMU_SKELETON
+from lcdata.store.layout import read_attrs
+from lcdata.store.training import open_training_store
+from trainer.data import StoreStream, make_loader, to_device
 
 NAME = "pipeline"
 TITLE = "Input pipeline: store reader vs on-the-fly augmentation and rendering"

@@ -1,4 +1,4 @@
-"""GT rendering: `lcdata.render.render_targets` (vectorised over persons, parts and limbs)
+"""GT rendering: `lcdata.labels.render.render_targets` (vectorised over persons, parts and limbs)
 against a straightforward loop over persons and parts/limbs written here, same output.
 
 The loop is how one writes the encoder first (and how CMU's C++ `putGaussianMaps` /
@@ -15,9 +15,10 @@ import numpy as np
 
 from benchmarks import Context, Result, Table, interleaved, median_ratio
 from lcdata.config import RenderConfig
-from lcdata.render import cell_centers, render_heatmaps, render_pafs, render_targets
-from lcdata.skeleton import CMU_SKELETON, Skeleton
-from lcdata.synth_pose import sample_figure
+from lcdata.labels.grid import cell_centers
+from lcdata.labels.render import render_heatmaps, render_pafs, render_targets
+from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
+from lcdata.synth.pose import sample_figure
 
 NAME = "render"
 TITLE = "GT rendering: vectorised vs per-person loop"
@@ -171,7 +172,7 @@ def run(ctx: Context) -> Result:
         f"would cut the PAF work by roughly the fraction of the crop a limb covers; in the "
         f"store-based pipeline rendering is done once per sample at build time, so this is "
         f"not on the training path. Persons come from the synthetic pose model "
-        f"(`lcdata.synth_pose`), 60-300 px tall anywhere in the crop, 15% of keypoints "
+        f"(`lcdata.synth.pose`), 60-300 px tall anywhere in the crop, 15% of keypoints "
         f"unlabelled."
     )
     return Result(

@@ -34,12 +34,12 @@ def child(argv: list[str]) -> None:
     """Entry point of the measured process: run one stage, print one JSON line."""
     stage = argv[0]
     if stage == "annotations":
-        from lcdata.coco import load_coco
+        from lcdata.labels.coco import load_coco
 
         t0 = time.perf_counter()
         n = 2 * len(load_coco(argv[1]))  # 2 views per image, as the build
     elif stage == "gt":
-        from lcdata.build import BuildConfig, build_gt_store
+        from lcdata.build.gt import BuildConfig, build_gt_store
         from lcdata.config import SYNTH_RENDER
 
         ann, images, out = argv[1:4]
@@ -56,7 +56,7 @@ def child(argv: list[str]) -> None:
     elif stage == "teacher":
         import torch
 
-        from lcdata.teacher_pass import run_teacher_pass
+        from lcdata.build.teacher_pass import run_teacher_pass
 
         out, teacher = argv[1:3]
         torch.set_num_threads(1)
@@ -64,7 +64,7 @@ def child(argv: list[str]) -> None:
         attrs = run_teacher_pass(out, teacher, batch_size=16, resume=True, progress=False)
         n = attrs["num_samples"]
     elif stage == "correct":
-        from lcdata.correct import run_correct
+        from lcdata.correction.write import run_correct
 
         cache, out = argv[1:3]
         t0 = time.perf_counter()

@@ -27,13 +27,14 @@ import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
 from benchmarks import Context, Result, Table, dir_bytes
-from lcdata import store as st
-from lcdata.augment import view_affine, warp_parts
-from lcdata.build import make_view
-from lcdata.coco import load_coco
+from lcdata.build.gt import make_view
 from lcdata.config import AugmentConfig, RenderConfig
-from lcdata.render import render_targets
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.labels.augment import view_affine, warp_parts
+from lcdata.labels.coco import load_coco
+from lcdata.labels.render import render_targets
+from lcdata.labels.skeleton import CMU_SKELETON
+from lcdata.store.codec import quantize
+from lcdata.store.layout import IMAGE_ZSTD_LEVEL, read_attrs
 
 NAME = "size"
 TITLE = "Store size, precision and codec choice"
@@ -65,10 +66,10 @@ IMAGE_CODECS: dict[str, object | None] = {
     "none": None,
     "zstd 3": ZstdCodec(level=3),
     "zstd 1": ZstdCodec(level=1),
-    f"zstd {st.IMAGE_ZSTD_LEVEL} (default)": ZstdCodec(level=st.IMAGE_ZSTD_LEVEL),
+    f"zstd {IMAGE_ZSTD_LEVEL} (default)": ZstdCodec(level=IMAGE_ZSTD_LEVEL),
     "blosc lz4": BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle", typesize=1),
 }
-DEFAULT_IMAGE_CODEC = f"zstd {st.IMAGE_ZSTD_LEVEL} (default)"
+DEFAULT_IMAGE_CODEC = f"zstd {IMAGE_ZSTD_LEVEL} (default)"
 
 
 def encode_images(images: np.ndarray, codec: str, path: Path, *, per_shard: int = 64) -> dict:
@@ -105,7 +106,7 @@ def encode(maps: np.ndarray, codec: str, path: Path, *, per_shard: int = 64) -> 
     dtype, quant, compressor = CODECS[codec]
     n = len(maps)
     t0 = time.perf_counter()
-    data = st.quantize(maps) if quant else maps.astype(dtype)
+    data = quantize(maps) if quant else maps.astype(dtype)
     arr = zarr.create_array(
         str(path),
         shape=maps.shape,
@@ -133,7 +134,7 @@ def encode(maps: np.ndarray, codec: str, path: Path, *, per_shard: int = 64) -> 
 
 def float_gt(store: Path, ann_file: Path) -> tuple[np.ndarray, np.ndarray]:
     """float32 GT maps of every sample of a GT store, replayed from its stored views."""
-    attrs = st.read_attrs(store)
+    attrs = read_attrs(store)
     render = RenderConfig.from_attrs(attrs["render"])
     augment = AugmentConfig.from_attrs(attrs["augment"])
     build = attrs["build"]
@@ -174,7 +175,7 @@ def smoothed_noise(shape: tuple[int, ...], *, std: float, seed: int) -> np.ndarr
 def teacher_outputs(teacher: Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from lcdata.teacher import load_teacher
+    from lcdata.build.teacher import load_teacher
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # stable on a shared 2-core machine (see the build benchmark)
@@ -189,7 +190,7 @@ def teacher_outputs(teacher: Path, images: np.ndarray) -> tuple[np.ndarray, np.n
 def store_table(store: Path, label: str) -> tuple[Table, dict[str, float]]:
     """Bytes per sample of every per-sample array of a store as built."""
     group = zarr.open_group(str(store), mode="r")
-    n = st.read_attrs(store)["num_samples"]
+    n = read_attrs(store)["num_samples"]
     table = Table(
         f"{label}: {n} samples, bytes on disk per sample",
         ("array", "per-sample shape", "dtype", "on disk", "raw float32", "% of float32",
@@ -352,7 +353,7 @@ def run(ctx: Context) -> Result:
         f"logarithm of noise std / 2^-9, so a teacher noisier than that would miss 25%. "
         f"Images (uint8) dominate the store; they are kept lossless so that teacher and "
         f"student see exactly the crop that was rendered. Their default codec is zstd's "
-        f"fast level {st.IMAGE_ZSTD_LEVEL}: {100 * fast['fraction']:.1f}% of raw against "
+        f"fast level {IMAGE_ZSTD_LEVEL}: {100 * fast['fraction']:.1f}% of raw against "
         f"{100 * z3['fraction']:.1f}% for level 3 ({fast['fraction'] / z3['fraction']:.2f}x "
         f"the bytes), but read {fast['read_sps'] / z3['read_sps']:.1f}x and written "
         f"{fast['write_sps'] / z3['write_sps']:.1f}x as fast (crops table); the training "

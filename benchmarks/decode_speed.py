@@ -28,16 +28,12 @@ import cv2
 import numpy as np
 
 from lcdata.config import RenderConfig
-from lcdata.render import render_heatmaps, render_pafs
-from lcdata.skeleton import CMU_SKELETON
-from trainer.decode import DecodeConfig, decode
-from trainer.evaluate import (
-    evaluate_results,
-    model_geometry,
-    oracle_maps,
-    run_oracle,
-    select_records,
-)
+from lcdata.labels.decode import DecodeConfig, decode
+from lcdata.labels.render import render_heatmaps, render_pafs
+from lcdata.labels.scoring import evaluate_results
+from lcdata.labels.skeleton import CMU_SKELETON
+from trainer.evaluate import oracle_maps, run_oracle, select_records
+from trainer.infer import model_geometry
 
 DEFAULT_COCO = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lcdata.skeleton import CMU_SKELETON
-from lcdata.teacher import load_teacher
+from lcdata.build.teacher import load_teacher
+from lcdata.labels.skeleton import CMU_SKELETON
 from trainer.export import export_teacher
 from trainer.models import build_model, num_params, preprocess
 

@@ -22,14 +22,10 @@ from typing import Any
 import click
 import numpy as np
 
-from experiments.run import (
-    METHODS,
-    RESOLVED,
-    Dataset,
-    datasets,
-    load_resolved,
-    resolve_path,
-)
+from experiments.config import RESOLVED, ExperimentConfig, load_resolved, resolve_path
+from experiments.plan import datasets
+from experiments.protocol import METHODS, Dataset
+from lcdata.synth.truth import canonical_keys
 
 CLAIM_SD = 2.0
 """A mean paired difference is called a gain/loss only beyond this many standard deviations."""
@@ -48,13 +44,13 @@ class Runs:
     """An experiment folder: its resolved config and every finished step's marker."""
 
     out: Path
-    cfg: dict[str, Any]
+    cfg: ExperimentConfig
     markers: dict[str, dict[str, Any]]
 
     @property
     def primary(self) -> str:
         """The annotation file models are ranked on: the clean truth, or COCO's val labels."""
-        return "clean" if self.cfg["data"]["source"] == "synth" else "val"
+        return "clean" if self.cfg.data.source == "synth" else "val"
 
     def outputs(self, name: str) -> dict[str, Any] | None:
         body = self.markers.get(name)
@@ -86,12 +82,12 @@ def main_datasets(runs: Runs) -> list[Dataset]:
 
 def sweep_datasets(runs: Runs) -> list[Dataset]:
     """Data sets of the sweep's first seed by level (main data sets of that seed included)."""
-    sweep = runs.cfg["sweep"]
-    if not sweep["levels"] and not sweep["all_off"]:
+    sweep = runs.cfg.sweep
+    if not sweep.levels and not sweep.all_off:
         return []
-    seed = sweep["seeds"][0]
+    seed = sweep.seeds[0]
     found = [d for d in datasets(runs.cfg) if d.seed == seed]
-    wanted = {float(v) for v in sweep["levels"]}
+    wanted = {float(v) for v in sweep.levels}
     picked = [d for d in found if d.level is not None and d.level in wanted]
     picked.sort(key=lambda d: d.level)
     off = [d for d in found if d.name.startswith("none_")]
@@ -178,10 +174,10 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def setup_section(runs: Runs) -> list[str]:
     cfg = runs.cfg
-    data, store, train = cfg["data"], cfg["store"], cfg["train"]
+    data, render, train = cfg.data, cfg.store.render, cfg.train
     mains = main_datasets(runs)
     lines = ["## Setup", ""]
-    if data["source"] == "synth":
+    if data.source == "synth":
         removed = []
         for d in mains:
             body = runs.outputs(f"{d.name}/data")
@@ -189,24 +185,25 @@ def setup_section(runs: Runs) -> list[str]:
                 split = body["corruption"]["splits"]["train"]
                 removed.append(1 - split["noisy_keypoints"] / max(split["keypoints"], 1))
         lines.append(
-            f"- **Data** (`lcdata synth`, one data set per seed, seeds {cfg['seeds']}): "
-            f"{data['train_images']} training and {data['val_images']} validation images of "
-            f"128 px; missed visible keypoints p = {data['missed_visible']}, unannotated "
-            f"persons q = {data['unannotated']}, out-of-image and severely occluded keypoints "
+            f"- **Data** (`lcdata synth`, one data set per seed, seeds {list(cfg.seeds)}): "
+            f"{data.train_images} training and {data.val_images} validation images of "
+            f"{data.synth.get('image_size', 128)} px; missed visible keypoints p = "
+            f"{data.missed_visible}, unannotated "
+            f"persons q = {data.unannotated}, out-of-image and severely occluded keypoints "
             f"unlabelled (COCO's habits). The noisy training labels lack "
             f"{pct(float(np.mean(removed))) if removed else 'n/a'} of the true keypoints."
         )
     else:
         lines.append(
-            f"- **Data**: {data['train_annotations']} -> {data['val_annotations']}, "
-            f"seeds {cfg['seeds']}."
+            f"- **Data**: {data.train_annotations} -> {data.val_annotations}, "
+            f"seeds {list(cfg.seeds)}."
         )
     samples = [runs.outputs(f"{d.name}/gt_store") for d in mains]
     n_samples = [s["num_samples"] for s in samples if s]
     lines.append(
-        f"- **Stores**: {store['input_size']} px crops, stride {store['stride']}, sigma "
-        f"{store['sigma']} px, PAF half-width {store['paf_half_width']} cell, "
-        f"{store['views_per_image']} augmented view(s) per image"
+        f"- **Stores**: {render.input_size} px crops, stride {render.stride}, sigma "
+        f"{render.sigma} px, PAF half-width {render.paf_half_width} cell, "
+        f"{cfg.store.views_per_image} augmented view(s) per image"
         + (f" ({min(n_samples)}-{max(n_samples)} samples)" if n_samples else "")
         + "."
     )
@@ -221,7 +218,7 @@ def setup_section(runs: Runs) -> list[str]:
         f"- **Model and training**, identical for every model: `{train.get('model')}`"
         + (f" {kwargs}" if kwargs else "")
         + (f" ({params:,} parameters)" if params else "")
-        + f", {train.get('steps')} steps of batch {train.get('batch_size')}, Adam lr "
+        + f", {cfg.train_steps} steps of batch {train.get('batch_size')}, Adam lr "
         f"{train.get('lr')} then x{train.get('lr_decay')} after "
         f"{float(train.get('lr_decay_at', 0.5)):.0%} of the steps. The teacher is the "
         f"Baseline model (as in the paper); each student starts from the same initialisation "
@@ -237,7 +234,7 @@ def setup_section(runs: Runs) -> list[str]:
         text = ", ".join(f"{k}={v}" for k, v in decode.items())
         lines.append(
             f"- **Decoding**, fixed once for every evaluation of this experiment "
-            f"(`trainer.decode.DecodeConfig`): {text}. Single scale, no flip."
+            f"(`lcdata.labels.decode.DecodeConfig`): {text}. Single scale, no flip."
         )
     fits = [b for n, b in runs.markers.items() if b["kind"] == "fit"]
     step_s = [b["outputs"]["step_s"] for b in fits if b["outputs"].get("step_s")]
@@ -246,7 +243,7 @@ def setup_section(runs: Runs) -> list[str]:
         f"- **Compute**: {len(runs.markers)} steps, {len(fits)} trainings, {total / 3600:.2f} h "
         f"of step time in all (summed over parallel processes)"
         + (f"; {np.mean(step_s):.2f} s per training step on average" if step_s else "")
-        + f"; {cfg['parallel']} process(es) at a time, {cfg['threads']} thread(s) each."
+        + f"; {cfg.parallel} process(es) at a time, {cfg.threads} thread(s) each."
     )
     return lines + [""]
 
@@ -286,7 +283,7 @@ def oracle_section(runs: Runs) -> list[str]:
 BUCKET_LABELS = {
     "labelled": "labelled (reference)",
     "out_of_image": "1 out of image",
-    "occluded": "2 severely occluded",
+    "severely_occluded": "2 severely occluded",
     "missed_visible": "3 missed visible",
     "unannotated": "4 unannotated person",
     "mixed": "mixed",
@@ -298,14 +295,30 @@ def _analytics_truth(runs: Runs, ds: str, method: str) -> dict[str, Any] | None:
     body = runs.outputs(f"{ds}/target/{method}")
     if not body or not body.get("analytics"):
         return None
-    return body["analytics"].get("truth")
+    truth = body["analytics"].get("truth")
+    if not truth:
+        return None
+    # older runs spell failure 2 "occluded"
+    return {
+        kind: {k: canonical_keys(v) if isinstance(v, dict) else v for k, v in t.items()}
+        if isinstance(t, dict) and kind in ("heatmaps", "pafs")
+        else t
+        for kind, t in truth.items()
+    }
+
+
+def _coverage(runs: Runs, ds: str) -> dict[str, Any] | None:
+    body = runs.outputs(f"{ds}/coverage")
+    if not body:
+        return None
+    return {k: canonical_keys(v) if k in ("keypoints", "paf_cells") else v for k, v in body.items()}
 
 
 def coverage_section(runs: Runs) -> list[str]:
     mains = [d for d in main_datasets(runs) if runs.outputs(f"{d.name}/coverage")]
     if not mains:
         return []
-    covs = [runs.outputs(f"{d.name}/coverage") for d in mains]
+    covs = [_coverage(runs, d.name) for d in mains]
     truths = [_analytics_truth(runs, d.name, "lc") for d in mains]
     truths = [t for t in truths if t]
     rows = []
@@ -561,7 +574,7 @@ def sweep_section(runs: Runs, report_dir: Path) -> list[str]:
                 _num(gain50, sign=True),
             ]
         )
-    seed = runs.cfg["sweep"]["seeds"][0]
+    seed = runs.cfg.sweep.seeds[0]
     _sweep_figure(rows, report_dir / SWEEP_FIG)
     return [
         "## Defect sweep: LC gain as the labels get worse",
@@ -616,7 +629,7 @@ def _sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
 
 def curves_section(runs: Runs, report_dir: Path) -> list[str]:
     series: dict[str, dict[int, list[float]]] = {}
-    for method in runs.cfg["protocol"]["curves"]:
+    for method in runs.cfg.protocol.curves:
         for d in main_datasets(runs):
             body = runs.outputs(f"{d.name}/curve/{method}")
             if not body:
@@ -654,7 +667,7 @@ def curves_section(runs: Runs, report_dir: Path) -> list[str]:
         "",
         "AP of the checkpoints every `checkpoint_every` steps (kept by the experiment runner), "
         "mean ± std over seeds; the learning rate drops at "
-        f"{float(runs.cfg['train'].get('lr_decay_at', 0.5)):.0%} of the steps.",
+        f"{float(runs.cfg.train.get('lr_decay_at', 0.5)):.0%} of the steps.",
         "",
         *table(["method", *[f"step {s}" for s in steps_all]], rows),
         "",
@@ -895,7 +908,7 @@ def smoke_section(smoke: Path | None) -> list[str]:
         rows.append(
             ["oracle (val labels rendered and decoded)", _num(100 * o["AP"]), _num(100 * o["AP50"])]
         )
-    for method in ["baseline", *runs.cfg["protocol"]["methods"], *runs.cfg["protocol"]["iterate"]]:
+    for method in ["baseline", *runs.cfg.protocol.methods, *runs.cfg.protocol.iterate]:
         ap, ap50 = runs.metric(d.name, method), runs.metric(d.name, method, "AP50")
         if ap is not None:
             rows.append([METHODS[method].label, _num(ap), _num(ap50)])
@@ -905,11 +918,12 @@ def smoke_section(smoke: Path | None) -> list[str]:
     return [
         "## COCO-MINI: a smoke run on real photos",
         "",
-        f"**A smoke run, not a result.** The same chain on `{cfg['data']['train_annotations']}`"
-        f" (80 images) -> `{cfg['data']['val_annotations']}` (79 images): "
-        f"{store['num_samples'] if store else '?'} training crops of {cfg['store']['input_size']}"
-        f" px, stride {cfg['store']['stride']}, `{cfg['train'].get('model')}` trained "
-        f"{cfg['train'].get('steps')} steps from scratch, {len(fits)} trainings. It shows that "
+        f"**A smoke run, not a result.** The same chain on `{cfg.data.train_annotations}`"
+        f" (80 images) -> `{cfg.data.val_annotations}` (79 images): "
+        f"{store['num_samples'] if store else '?'} training crops of "
+        f"{cfg.store.render.input_size} px, stride {cfg.store.render.stride}, "
+        f"`{cfg.train.get('model')}` trained "
+        f"{cfg.train_steps} steps from scratch, {len(fits)} trainings. It shows that "
         f"the teacher pass, correction, training and evaluation run on real images; the AP of "
         f"such a model says nothing about label correction.",
         "",
@@ -930,7 +944,7 @@ def write_report(out: Path, report_dir: Path, *, smoke_run: Path | None = None) 
     title = (
         "# Results: label correction on the synthetic benchmark"
         if runs.primary == "clean"
-        else f"# Results: {runs.cfg['name']}"
+        else f"# Results: {runs.cfg.name}"
     )
     try:
         where = out.relative_to(resolve_path("."))
@@ -940,7 +954,7 @@ def write_report(out: Path, report_dir: Path, *, smoke_run: Path | None = None) 
         title,
         "",
         f"Written by `python -m experiments.report` from the runs in `{where}` "
-        f"(config `{Path(runs.cfg.get('config_file', '')).name}`), "
+        f"(config `{Path(runs.cfg.config_file).name}`), "
         f"{time.strftime('%Y-%m-%d %H:%M')}. Regenerate it rather than editing it; how to run "
         f"the experiment: [experiments.md](experiments.md).",
         "",
@@ -985,9 +999,9 @@ def main(out: Path | None, report_dir: Path | None, smoke_run: Path | None) -> N
         raise click.ClickException(f"{out}: no {RESOLVED} (run python -m experiments.run first)")
     cfg = load_resolved(out)
     if report_dir is None:
-        report_dir = resolve_path(cfg["report_dir"]) if cfg["report_dir"] else out / "report"
-    if smoke_run is None and cfg.get("smoke_run"):
-        smoke_run = resolve_path(cfg["smoke_run"])
+        report_dir = resolve_path(cfg.report_dir) if cfg.report_dir else out / "report"
+    if smoke_run is None and cfg.smoke_run:
+        smoke_run = resolve_path(cfg.smoke_run)
     path = write_report(out, report_dir, smoke_run=smoke_run)
     click.echo(f"wrote {path}")
 

@@ -3,7 +3,8 @@
 Defaults follow CMU-Pose (Cao et al. 2017) as used by the paper: 368 px crops, stride 8,
 Gaussian sigma 7 px, PAF band one cell either side of the limb, flips, +-40 deg rotation,
 scale 0.5-1.1. `SYNTH_RENDER` is the setting for the small synthetic benchmark images,
-where stride 8 leaves too few cells per person (see docs/synthetic.md).
+where stride 8 leaves too few cells per person (see docs/synthetic.md). `PRESETS` names both
+geometries, so that scripts, configs and benchmarks read them instead of retyping numbers.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from lcdata.errors import LcposeError
+from lcdata.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,21 @@ class RenderConfig:
     paf_half_width: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.stride <= 0 or self.input_size <= 0:
-            raise LcposeError(f"render config: stride and input size must be positive: {self}")
+        for name in ("stride", "input_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("RenderConfig", name, f"must be positive, got {getattr(self, name)}")
         if self.input_size % self.stride:
-            raise LcposeError(
-                f"render config: input size {self.input_size} is not a multiple of "
-                f"stride {self.stride}"
+            raise ConfigError(
+                "RenderConfig",
+                "input_size",
+                f"{self.input_size} is not a multiple of the stride {self.stride}",
             )
         # written so that NaN fails too (NaN <= 0 is false)
-        if not (0 < self.sigma < math.inf and 0 < self.paf_half_width < math.inf):
-            raise LcposeError(f"render config: sigma and PAF width must be positive: {self}")
+        for name in ("sigma", "paf_half_width"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(
+                    "RenderConfig", name, f"must be positive and finite, got {getattr(self, name)}"
+                )
 
     @property
     def grid_size(self) -> int:
@@ -60,6 +66,11 @@ class RenderConfig:
 
 SYNTH_RENDER = RenderConfig(input_size=128, stride=4, sigma=4.0, paf_half_width=1.0)
 """Render setting for the synthetic benchmark's 128 px images (stride 4: 32x32 maps)."""
+
+PRESETS: dict[str, RenderConfig] = {"coco": RenderConfig(), "synth": SYNTH_RENDER}
+"""Named render geometries: `coco` (CMU-Pose: 368 px, stride 8, sigma 7) and `synth` (the
+synthetic benchmark: 128 px, stride 4, sigma 4). `lcdata build-teacher-cache --preset`, the
+experiment configs and the benchmarks take these names."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +99,12 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.flip_prob <= 1:
-            raise LcposeError(f"augment config: flip_prob {self.flip_prob} not in [0, 1]")
+            raise ConfigError("AugmentConfig", "flip_prob", f"{self.flip_prob} not in [0, 1]")
         if not 0 < self.scale_min <= self.scale_max:
-            raise LcposeError(
-                f"augment config: need 0 < scale_min <= scale_max, got "
-                f"{self.scale_min}, {self.scale_max}"
+            raise ConfigError(
+                "AugmentConfig",
+                "scale_min",
+                f"need 0 < scale_min <= scale_max, got {self.scale_min}, {self.scale_max}",
             )
 
     def to_attrs(self) -> dict[str, Any]:
@@ -101,3 +113,8 @@ class AugmentConfig:
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> AugmentConfig:
         return cls(**{f.name: attrs[f.name] for f in fields(cls) if f.name in attrs})
+
+
+NO_AUGMENT = AugmentConfig(flip_prob=0, max_rotate_deg=0, scale_min=1, scale_max=1, center_jitter=0)
+"""Identity views (no flip, rotation, rescaling around the base scale or jitter): every crop
+is the labelled person at `target_fraction` of the crop height (`--no-augment`)."""

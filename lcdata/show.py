@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from lcdata import store as st
-from lcdata.correct import input_store
 from lcdata.errors import LcposeError
+from lcdata.store.layout import read_attrs
+from lcdata.store.refs import input_store
 
 MAP_SETS: tuple[tuple[str, str], ...] = (("gt", "GT"), ("teacher", "teacher"), ("target", "target"))
 
@@ -60,23 +60,23 @@ def load_sample(path: str | Path, index: int) -> dict[str, object]:
         among gt, teacher, target (those the store or its source holds).
     """
     path = Path(path)
-    attrs = st.read_attrs(path)
+    attrs = read_attrs(path)
     n = int(attrs["num_samples"])
     if not 0 <= index < n:
         raise LcposeError(f"--index {index}: the store has samples 0..{n - 1}")
     if attrs.get("complete") is not True:
         # an unwritten sample reads as fill values (a black crop, empty maps): refuse it
         group = zarr.open_group(str(path), mode="r")
-        shard = index // int(attrs["samples_per_shard"])
+        block = index // int(attrs["samples_per_shard"])
         pending = [
             stage
             for stage in attrs.get("stages", [])
-            if f"progress/{stage}" in group and not group[f"progress/{stage}"][shard]
+            if f"progress/{stage}" in group and not group[f"progress/{stage}"][block]
         ]
         if pending:
             raise LcposeError(
-                f"{path}: store is incomplete and sample {index} is not written yet (shard "
-                f"{shard} of stage {', '.join(pending)} pending); finish it with --resume"
+                f"{path}: store is incomplete and sample {index} is not written yet (block "
+                f"{block} of stage {', '.join(pending)} pending); finish it with --resume"
             )
 
     def read(name: str) -> np.ndarray:

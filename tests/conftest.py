@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lcdata.config import SYNTH_RENDER, RenderConfig
-from lcdata.skeleton import CMU_SKELETON, Skeleton
+from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
 

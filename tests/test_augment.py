@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lcdata.augment import View, sample_view, view_affine, warp_image, warp_parts
 from lcdata.config import AugmentConfig, RenderConfig
-from lcdata.render import render_heatmaps, render_pafs
-from lcdata.skeleton import Skeleton
+from lcdata.labels.augment import View, sample_view, view_affine, warp_image, warp_parts
+from lcdata.labels.render import render_heatmaps, render_pafs
+from lcdata.labels.skeleton import Skeleton
 
 
 def _parts(rng: np.random.Generator, num: int = 3) -> np.ndarray:

@@ -25,9 +25,9 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
-from lcdata import store as st
-from lcdata.augment import PAD_VALUE
 from lcdata.cli import cli as lcdata_cli
+from lcdata.labels.augment import PAD_VALUE
+from lcdata.store.layout import read_attrs
 from trainer.cli import cli as trainer_cli
 
 W, H = 40, 30  # image size, px
@@ -103,7 +103,7 @@ def error_line(res: Result) -> str:
 
 def check_store(out: Path) -> dict[str, Any]:
     """A store that says it is complete must be whole and finite."""
-    attrs = st.read_attrs(out)
+    attrs = read_attrs(out)
     assert attrs["complete"] is True
     g = zarr.open_group(str(out), mode="r")
     assert np.asarray(g["progress/gt"][:]).all()
@@ -121,7 +121,7 @@ def check_outcome(res: Result, out: Path) -> None:
     else:
         error_line(res)
         if (out / "zarr.json").exists():
-            assert st.read_attrs(out)["complete"] is False
+            assert read_attrs(out)["complete"] is False
 
 
 # ---------------------------------------------------------------------------------------
@@ -401,7 +401,7 @@ def test_broken_image_leaves_an_incomplete_store(tmp_path: Path, damage, message
     damage(folder / "im1.png")
     res, out = build_document(base_document(), tmp_path, folder, "--samples-per-shard", "1")
     assert message in error_line(res)
-    attrs = st.read_attrs(out)
+    attrs = read_attrs(out)
     assert attrs["complete"] is False
     # the image before the broken one was written; fix the file and --resume finishes
     assert np.asarray(zarr.open_group(str(out), mode="r")["progress/gt"][:]).tolist() == [1, 0]
@@ -621,18 +621,19 @@ def test_fuzzed_bytes_of_the_file_error_cleanly(images: Path, cut: int, junk: by
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--sigma", "nan"], "render config: sigma and PAF width must be positive"),
-        (["--sigma", "inf"], "render config: sigma and PAF width must be positive"),
-        (["--sigma", "0"], "render config: sigma and PAF width must be positive"),
-        (["--paf-half-width", "nan"], "render config: sigma and PAF width must be positive"),
-        (["--stride", "0"], "render config: stride and input size must be positive"),
-        (["--stride", "5"], "render config: input size 16 is not a multiple of stride 5"),
-        (["--input-size", "-16"], "render config: stride and input size must be positive"),
-        (["--seed", "-1"], "--seed must be >= 0, got -1"),
-        (["--views-per-image", "0"], "--views-per-image must be >= 1, got 0"),
-        (["--samples-per-shard", "0"], "--samples-per-shard must be >= 1, got 0"),
-        (["--shard", "2/2"], "--shard 2/2: need 0 <= i < n"),
-        (["--shard", "half"], "--shard must look like i/n (e.g. 0/4), got 'half'"),
+        (["--sigma", "nan"], "--sigma: must be positive and finite, got nan"),
+        (["--sigma", "inf"], "--sigma: must be positive and finite, got inf"),
+        (["--sigma", "0"], "--sigma: must be positive and finite, got 0.0"),
+        (["--paf-half-width", "nan"], "--paf-half-width: must be positive and finite, got nan"),
+        (["--stride", "0"], "--stride: must be positive, got 0"),
+        (["--stride", "5"], "--input-size: 16 is not a multiple of the stride 5"),
+        (["--input-size", "-16"], "--input-size: must be positive, got -16"),
+        (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+        (["--views-per-image", "0"], "--views-per-image: must be >= 1, got 0"),
+        (["--samples-per-shard", "0"], "--samples-per-shard: must be >= 1, got 0"),
+        (["--slice", "2/2"], "--slice 2/2: need 0 <= i < n"),
+        (["--slice", "half"], "--slice must look like i/n (e.g. 0/4), got 'half'"),
+        (["--shard", "2/2"], "--shard 2/2: need 0 <= i < n"),  # the deprecated alias
         # the teacher is checked before the GT build, not after it
         (["--teacher", "missing.pt2"], "missing.pt2: teacher file not found"),
     ],
@@ -649,7 +650,7 @@ def test_teacher_batch_size_is_checked_before_the_build(images: Path, tmp_path: 
     res, out = build_document(
         base_document(), tmp_path, images, "--teacher", str(teacher), "--batch-size", "0"
     )
-    assert "--batch-size must be >= 1, got 0" in error_line(res)
+    assert "--batch-size: must be >= 1, got 0" in error_line(res)
     assert not out.exists()
 
 
@@ -661,7 +662,7 @@ def test_teacher_batch_size_is_checked_before_the_build(images: Path, tmp_path: 
         (["--crowd", "nan"], "--crowd: rate must be in [0, 1], got nan"),
         (["--missed-visible", "inf"], "--missed-visible: rate must be in [0, 1], got inf"),
         (["--val", "-1"], "--val: number of images must be >= 0, got -1"),
-        (["--seed", "-1"], "--seed must be >= 0, got -1"),
+        (["--seed", "-1"], "--seed: must be >= 0, got -1"),
         (["--persons-per-image", "1..99"], "--persons-per-image: want a..b with 0 <= a <= b <= 32"),
     ],
 )
@@ -674,11 +675,11 @@ def test_bad_synth_options(tmp_path: Path, args: list[str], message: str) -> Non
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--mode", "kd", "--lam", "1.5"], 1, "--lam must be in [0, 1], got 1.5"),
-        (["--mode", "kd+lc", "--lam", "-0.1"], 1, "--lam must be in [0, 1], got -0.1"),
-        (["--mode", "kd", "--lam", "nan"], 1, "--lam must be in [0, 1], got nan"),
-        (["--mode", "kd", "--lam", "inf"], 1, "--lam must be in [0, 1], got inf"),
-        (["--mode", "max", "--lam", "0.3"], 1, "--lam applies to modes kd and kd+lc only"),
+        (["--mode", "kd", "--lam", "1.5"], 1, "--lam: must be in [0, 1], got 1.5"),
+        (["--mode", "kd+lc", "--lam", "-0.1"], 1, "--lam: must be in [0, 1], got -0.1"),
+        (["--mode", "kd", "--lam", "nan"], 1, "--lam: must be in [0, 1], got nan"),
+        (["--mode", "kd", "--lam", "inf"], 1, "--lam: must be in [0, 1], got inf"),
+        (["--mode", "max", "--lam", "0.3"], 1, "--lam: applies to modes kd and kd+lc only"),
         # usage errors (exit status 2) come from click's option checking
         (["--mode", "median"], 2, "Invalid value for '--mode': 'median' is not one of"),
         (["--mode", "max", "--background", "mean"], 2, "Invalid value for '--background'"),
@@ -701,7 +702,7 @@ def test_fuzzed_lambda_outside_0_1_is_refused(lam: float) -> None:
         cache.mkdir()
         args = ["correct", str(cache), "--mode", "kd", "--lam", repr(lam), "--out", str(out)]
         res = CliRunner().invoke(lcdata_cli, args)
-        assert "--lam must be in [0, 1]" in error_line(res)
+        assert "--lam: must be in [0, 1]" in error_line(res)
         assert not out.exists()
 
 

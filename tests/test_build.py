@@ -12,12 +12,13 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-import lcdata.build as build_mod
-from lcdata import store as st
-from lcdata.build import BuildConfig, build_gt_store
+import lcdata.build.gt as build_mod
+from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.cli import cli
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
+from lcdata.store.layout import ATTR_KEY, SCHEMA_VERSION, open_store, read_attrs
+from lcdata.store.lock import write_lock
 
 RENDER = RenderConfig(input_size=96, stride=8, sigma=4.0)
 ARRAYS = [
@@ -53,7 +54,7 @@ def _assert_same(a: Path, b: Path) -> None:
 
 def test_schema_shapes_and_attrs(val, tmp_path: Path) -> None:
     attrs = _build(val, tmp_path / "s.zarr")
-    assert attrs["complete"] is True and attrs["schema_version"] == st.SCHEMA_VERSION
+    assert attrs["complete"] is True and attrs["schema_version"] == SCHEMA_VERSION
     n = attrs["num_samples"]
     assert n == 2 * 32  # 32 val images have a non-crowd person with labelled keypoints
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
@@ -85,8 +86,8 @@ def test_schema_shapes_and_attrs(val, tmp_path: Path) -> None:
 
 def test_crop_and_keypoints_stay_aligned(val, tmp_path: Path) -> None:
     """Stored affine replays the keypoints: GT peaks sit where the affine puts labelled parts."""
-    from lcdata.coco import load_coco
-    from lcdata.skeleton import CMU_SKELETON
+    from lcdata.labels.coco import load_coco
+    from lcdata.labels.skeleton import CMU_SKELETON
 
     _build(val, tmp_path / "s.zarr")
     g = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
@@ -133,9 +134,9 @@ def test_interrupted_build_is_incomplete_then_resumes_identically(
         _build(val, tmp_path / "s.zarr", workers=1)
     monkeypatch.setattr(build_mod, "make_sample", real)
 
-    assert st.read_attrs(tmp_path / "s.zarr")["complete"] is False
+    assert read_attrs(tmp_path / "s.zarr")["complete"] is False
     with pytest.raises(LcposeError, match="marked incomplete"):
-        st.open_store(tmp_path / "s.zarr")
+        open_store(tmp_path / "s.zarr")
     done = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")["progress/gt"][:]
     assert 0 < done.sum() < len(done)
     with pytest.raises(LcposeError, match="pass --resume"):
@@ -147,9 +148,9 @@ def test_interrupted_build_is_incomplete_then_resumes_identically(
 
 def test_two_slices_fill_one_store(val, tmp_path: Path) -> None:
     _build(val, tmp_path / "ref.zarr")
-    first = _build(val, tmp_path / "s.zarr", part=(0, 2))
+    first = _build(val, tmp_path / "s.zarr", work_slice=(0, 2))
     assert first["complete"] is False
-    second = _build(val, tmp_path / "s.zarr", part=(1, 2))
+    second = _build(val, tmp_path / "s.zarr", work_slice=(1, 2))
     assert second["complete"] is True
     _assert_same(tmp_path / "ref.zarr", tmp_path / "s.zarr")
 
@@ -169,27 +170,27 @@ def test_resume_refuses_another_config(val, tmp_path: Path) -> None:
 
 def test_lock_refuses_a_second_writer(val, tmp_path: Path) -> None:
     out = tmp_path / "s.zarr"
-    with st.write_lock(out):
+    with write_lock(out):
         with pytest.raises(LcposeError, match="another process is writing"):
-            with st.write_lock(out):
+            with write_lock(out):
                 pass
         with pytest.raises(LcposeError, match="another process is writing"):
-            with st.write_lock(out, part=(0, 2)):
+            with write_lock(out, work_slice=(0, 2)):
                 pass
-    with st.write_lock(out):  # released
+    with write_lock(out):  # released
         pass
 
 
 def test_readers_refuse_foreign_and_newer_stores(tmp_path: Path) -> None:
     zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w")
     with pytest.raises(LcposeError, match="not an lcpose store"):
-        st.open_store(tmp_path / "foreign.zarr")
+        open_store(tmp_path / "foreign.zarr")
     g = zarr.open_group(str(tmp_path / "new.zarr"), mode="w")
-    g.attrs[st.ATTR_KEY] = {"schema_version": st.SCHEMA_VERSION + 1, "complete": True}
+    g.attrs[ATTR_KEY] = {"schema_version": SCHEMA_VERSION + 1, "complete": True}
     with pytest.raises(LcposeError, match="newer than this lcpose"):
-        st.open_store(tmp_path / "new.zarr")
+        open_store(tmp_path / "new.zarr")
     with pytest.raises(LcposeError, match="not a zarr v3 store"):
-        st.open_store(tmp_path / "missing.zarr")
+        open_store(tmp_path / "missing.zarr")
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_cli_build_and_inspect(val, tmp_path: Path) -> None:
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert "32 samples of 96px" in res.output
-    g = st.open_store(out)
+    g = open_store(out)
     assert g["images"].shape == (32, 96, 96, 3) and g["images"][:].std() > 10
     res = _cli("inspect", str(out))
     assert res.exit_code == 0
@@ -269,7 +270,7 @@ def test_cli_bad_input_one_line_no_complete_store(val, tmp_path: Path, mutate, m
     assert "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) == 1
     if out.exists() and (out / "zarr.json").exists():
-        assert st.read_attrs(out)["complete"] is False
+        assert read_attrs(out)["complete"] is False
 
 
 def test_cli_refuses_existing_output(val, tmp_path: Path) -> None:

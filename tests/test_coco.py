@@ -9,9 +9,9 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from lcdata import coco
-from lcdata.coco import ignore_mask, load_coco, read_image
+from lcdata.labels import coco
 from lcdata.errors import LcposeError
+from lcdata.labels.coco import ignore_mask, load_coco, read_image
 
 
 def _minimal(**ann_changes) -> dict:

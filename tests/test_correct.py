@@ -15,19 +15,35 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-import lcdata.analytics as an
-import lcdata.correct as cr
-from lcdata import store as st
-from lcdata.analytics import correction_stats, keypoint_causes, load_clean_truth
-from lcdata.augment import warp_parts
-from lcdata.build import BuildConfig, build_gt_store
+import lcdata.correction.analytics as an
+import lcdata.correction.write as cr
+from lcdata import parallel
+from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.cli import cli
 from lcdata.config import AugmentConfig, RenderConfig
-from lcdata.correct import correct_lazy, correct_pafs, run_correct
+from lcdata.correction.analytics import block_stats_tasks
+from lcdata.correction.rules import blend, correct_heatmaps, correct_pafs, paf_keeps_gt, targets
+from lcdata.correction.stats import STATS_DIR, correction_stats, load_block_stats, save_block_stats
+from lcdata.correction.write import _write_target_block, correct_lazy, run_correct
 from lcdata.errors import LcposeError
-from lcdata.render import render_targets
+from lcdata.labels.augment import warp_parts
+from lcdata.labels.render import render_targets
+from lcdata.labels.skeleton import CMU_SKELETON
 from lcdata.show import render_figure
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.store.codec import _TORCH_MIN_SIZE, QUANT_STEP, quantize, to_float16, to_float32
+from lcdata.store.layout import (
+    create_cache,
+    create_maps,
+    create_progress,
+    finalize,
+    mark_block_done,
+    num_blocks,
+    read_attrs,
+    store_attrs,
+    update_attrs,
+)
+from lcdata.store.refs import resolve_source_store, store_fingerprint
+from lcdata.synth.truth import keypoint_causes, load_clean_truth
 
 SK = CMU_SKELETON
 RENDER = RenderConfig(input_size=32, stride=4, sigma=3.0)  # 8 x 8 maps
@@ -93,22 +109,22 @@ def make_cache(
         "samples_per_shard": per,
         "skeleton": SK.to_attrs(),
         "render": render.to_attrs(),
-        "quant_step": st.QUANT_STEP,
+        "quant_step": QUANT_STEP,
         "source": {"annotations": "none.json", "annotations_sha256": "0" * 64},
         "stages": ["gt", "teacher"] if teacher else ["gt"],
     }
-    group = st.create_cache(path, attrs)
+    group = create_cache(path, attrs)
     data = _crafted(n, seed, render)
     if teacher:
-        st.create_maps(group, "teacher", attrs)
-        st.create_progress(group, "teacher", st.num_shards(n, per))
-        st.update_attrs(group, teacher={"path": "t.pt2", "sha256": "f" * 64})
+        create_maps(group, "teacher", attrs)
+        create_progress(group, "teacher", num_blocks(n, per))
+        update_attrs(group, teacher={"path": "t.pt2", "sha256": "f" * 64})
     for name, values in data.items():
         if name in group:
             group[name][:] = values
     for stage in attrs["stages"]:
         group[f"progress/{stage}"][:] = 1
-    assert st.finalize(group, tuple(attrs["stages"]))
+    assert finalize(group, tuple(attrs["stages"]))
     return path
 
 
@@ -205,7 +221,7 @@ def test_every_mode_matches_numpy(cache: Path, tmp_path: Path, mode, lam, backgr
     assert c["mode"] == mode and c["inputs"] == "referenced"
     assert c["lambda"] == (lam if mode in ("kd", "kd+lc") else None)
     assert attrs["source_store"] == str(cache.resolve())
-    assert c["source_sha256"] == cr.store_fingerprint(cache)
+    assert c["source_sha256"] == store_fingerprint(cache)
     assert attrs["skeleton"] == SK.to_attrs() and attrs["render"] == RENDER.to_attrs()
 
 
@@ -224,10 +240,10 @@ def test_background_rules() -> None:
     gt = np.array([0.2, 0.5, 0.5], np.float32).reshape(1, 3, 1, 1)  # parts 0.2, 0.5; bg 0.5
     te = np.array([0.9, 0.1, 0.3], np.float32).reshape(1, 3, 1, 1)
     for rule, bg in (("recompute", 1 - 0.9), ("min", 0.3), ("max", 0.5)):
-        out = cr.correct_heatmaps(gt, te, background=rule).ravel()
+        out = correct_heatmaps(gt, te, background=rule).ravel()
         np.testing.assert_allclose(out, [0.9, 0.5, bg], rtol=0, atol=1e-7)
-    with pytest.raises(LcposeError, match="--background: unknown rule 'mean'"):
-        cr.correct_heatmaps(gt, te, background="mean")
+    with pytest.raises(LcposeError, match="correct.background: unknown rule 'mean'"):
+        correct_heatmaps(gt, te, background="mean")
 
 
 def test_targets_are_computed_under_the_mask_too(cache: Path, tmp_path: Path) -> None:
@@ -264,7 +280,7 @@ def test_kd_target_gives_the_gradients_of_eq5(loss, lam: float) -> None:
     y = rng.uniform(-0.2, 1, shape).astype(np.float32)
     t = rng.uniform(-0.2, 1, shape).astype(np.float32)
     mask = torch.from_numpy((rng.uniform(size=(3, 1, 5, 4)) < 0.6).astype(np.float32))
-    target = torch.from_numpy(cr.blend(y, t, lam))  # the function `lcdata correct` uses
+    target = torch.from_numpy(blend(y, t, lam))  # the function `lcdata correct` uses
     y, t = torch.from_numpy(y), torch.from_numpy(t)
     gaps = []
     for _ in range(2):  # two different predictions P
@@ -334,7 +350,7 @@ def test_out_of_core_holds_a_few_shards_at_a_time(tmp_path: Path) -> None:
 def test_refuses_an_incomplete_source(cache: Path, tmp_path: Path) -> None:
     src = tmp_path / "src.zarr"
     make_cache(src)
-    st.update_attrs(zarr.open_group(str(src), mode="r+"), complete=False)
+    update_attrs(zarr.open_group(str(src), mode="r+"), complete=False)
     with pytest.raises(LcposeError, match="store is marked incomplete"):
         run_correct(src, tmp_path / "out.zarr", mode="gt", progress=False)
     assert not (tmp_path / "out.zarr").exists()
@@ -351,30 +367,30 @@ def test_teacher_modes_need_teacher_arrays(tmp_path: Path) -> None:
 
 
 def test_bad_options_are_one_line_errors(cache: Path, tmp_path: Path) -> None:
-    with pytest.raises(LcposeError, match="--lam applies to modes kd and kd\\+lc only"):
+    with pytest.raises(LcposeError, match="correct.lam: applies to modes kd and kd\\+lc only"):
         run_correct(cache, tmp_path / "o.zarr", mode="max", lam=0.3, progress=False)
-    with pytest.raises(LcposeError, match=r"--lam must be in \[0, 1\], got 1.5"):
+    with pytest.raises(LcposeError, match=r"correct.lam: must be in \[0, 1\], got 1.5"):
         run_correct(cache, tmp_path / "o.zarr", mode="kd", lam=1.5, progress=False)
-    with pytest.raises(LcposeError, match="--mode: unknown mode 'median'"):
+    with pytest.raises(LcposeError, match="correct.mode: unknown mode 'median'"):
         run_correct(cache, tmp_path / "o.zarr", mode="median", progress=False)
-    with pytest.raises(LcposeError, match="--out must differ"):
+    with pytest.raises(LcposeError, match="correct.out: must differ"):
         run_correct(cache, cache, mode="gt", progress=False)
 
 
 def test_resume_after_an_interrupted_correction(cache: Path, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "c.zarr"
-    real = cr._write_target_shard
+    real = _write_target_block
 
     def dying(job, shard, *args):
         if shard == 1:
             raise KeyboardInterrupt
         return real(job, shard, *args)
 
-    monkeypatch.setattr(cr, "_write_target_shard", dying)
+    monkeypatch.setattr(cr, "_write_target_block", dying)
     with pytest.raises(KeyboardInterrupt):
         run_correct(cache, out, mode="kd+lc", progress=False, num_workers=1)
-    monkeypatch.setattr(cr, "_write_target_shard", real)
-    assert st.read_attrs(out)["complete"] is False
+    monkeypatch.setattr(cr, "_write_target_block", real)
+    assert read_attrs(out)["complete"] is False
     assert not np.asarray(zarr.open_group(str(out))["progress/target"][:]).all()
     with pytest.raises(LcposeError, match="output exists; pass --resume"):
         run_correct(cache, out, mode="kd+lc", progress=False)
@@ -407,7 +423,7 @@ def test_distributed_scheduler_gives_the_same_store(
     a, b = zarr.open_group(str(tmp_path / "d.zarr")), zarr.open_group(str(tmp_path / "l.zarr"))
     for name in ("target/heatmaps", "target/pafs"):
         np.testing.assert_array_equal(a[name][:], b[name][:])
-    monkeypatch.setattr(cr, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(LcposeError, match="--scheduler tcp://127.0.0.1:9: cannot connect"):
         run_correct(cache, tmp_path / "x.zarr", mode="gt", scheduler="tcp://127.0.0.1:9")
 
@@ -465,8 +481,8 @@ def test_correction_stats_in_float32_equal_float64(mode: str, scale: int) -> Non
     data = _crafted(64, 5, RenderConfig(input_size=64, stride=4, sigma=3.0))
     gh, gp = (data[k] * np.float16(scale) for k in ("gt/heatmaps", "gt/pafs"))
     th, tp = (data[k] * np.float16(scale) for k in ("teacher/heatmaps", "teacher/pafs"))
-    yh = cr.target_heatmaps(gh, th, mode=mode, lam=0.3)
-    yp = cr.target_pafs(gp, tp, mode=mode, lam=0.3)
+    y = targets(gh, gp, th, tp, mode=mode, lam=0.3)
+    yh, yp = quantize(y.heatmaps), quantize(y.pafs)
     want = _float64_correction_stats(gh, gp, yh, yp, data["masks"])
     for inputs in ((gh, gp), (gh.astype(np.float32), gp.astype(np.float32))):
         got = correction_stats(*inputs, yh, yp, data["masks"])
@@ -501,13 +517,14 @@ def test_correction_stats_stay_exact_when_float32_sums_would_round() -> None:
 
 
 @pytest.mark.parametrize("low, high", [(-3.99, 3.99), (4.0, 7.5), (-70.0, 70.0)])
-def test_quantize_both_gives_the_stored_values_in_float32(low: float, high: float) -> None:
-    """The write tasks take the targets' float32 values from here, not from float16."""
+def test_stored_values_in_float32_equal_the_float16_ones(low: float, high: float) -> None:
+    """The write tasks take the targets' float32 values as `to_float32(quantize(x))`."""
     x = np.random.default_rng(3).uniform(low, high, (4, 5, 8, 8)).astype(np.float32)
     x[0, 0, 0, :3] = [0.0, -1e-4, 2**-10]  # signed zeros and a half step
-    stored, values = cr._quantize_both(x)
+    stored = quantize(x)
+    values = to_float32(stored)
     assert stored.dtype == np.float16 and values.dtype == np.float32
-    np.testing.assert_array_equal(stored.view(np.uint16), st.quantize(x).view(np.uint16))
+    np.testing.assert_array_equal(stored.view(np.uint16), quantize(x).view(np.uint16))
     np.testing.assert_array_equal(
         values.view(np.uint32), stored.astype(np.float32).view(np.uint32)
     )  # bit for bit, -0.0 included
@@ -525,43 +542,43 @@ def test_torch_casts_and_quantize_equal_numpy_bit_for_bit() -> None:
     x = (rng.standard_normal((3, 40, 33, 17)) * 3).astype(np.float32)  # > 65536 elements
     x.flat[:8] = [np.nan, np.inf, -np.inf, 7e4, -0.0, 1e-8, 2**-10, 3 * 2**-10]  # ties at 2^-10
     with np.errstate(over="ignore", invalid="ignore"):
-        want_q = (np.round(x / st.QUANT_STEP) * st.QUANT_STEP).astype(np.float16)
+        want_q = (np.round(x / QUANT_STEP) * QUANT_STEP).astype(np.float16)
         want_h = x.astype(np.float16)
-    assert x.size >= st._TORCH_MIN_SIZE
-    np.testing.assert_array_equal(st.quantize(x).view(np.uint16), want_q.view(np.uint16))
-    np.testing.assert_array_equal(st.to_float16(x).view(np.uint16), want_h.view(np.uint16))
-    back = st.to_float32(want_h)
+    assert x.size >= _TORCH_MIN_SIZE
+    np.testing.assert_array_equal(quantize(x).view(np.uint16), want_q.view(np.uint16))
+    np.testing.assert_array_equal(to_float16(x).view(np.uint16), want_h.view(np.uint16))
+    back = to_float32(want_h)
     assert back.dtype == np.float32 and back.shape == x.shape
     np.testing.assert_array_equal(back.view(np.uint32), want_h.astype(np.float32).view(np.uint32))
     strided = want_h[:, ::3]  # not contiguous
-    np.testing.assert_array_equal(st.to_float32(strided), strided.astype(np.float32))
+    np.testing.assert_array_equal(to_float32(strided), strided.astype(np.float32))
 
 
 def test_saved_shard_stats_round_trip(tmp_path: Path) -> None:
     stats = {"samples": np.array([8.0]), "heat_added": np.arange(18, dtype=np.float64) / 7}
-    path = an.save_shard_stats(tmp_path / "s", 3, stats, tag="a")
+    path = save_block_stats(tmp_path / "s", 3, stats, tag="a")
     assert path == tmp_path / "s" / "3.npz" and [p.name for p in path.parent.iterdir()] == ["3.npz"]
-    got = an.load_shard_stats(tmp_path / "s", 3, tag="a")
+    got = load_block_stats(tmp_path / "s", 3, tag="a")
     assert got.keys() == stats.keys()
     for key in stats:
         np.testing.assert_array_equal(got[key], stats[key])
-    assert an.load_shard_stats(tmp_path / "s", 3, tag="b") is None  # another --clean
-    assert an.load_shard_stats(tmp_path / "s", 4, tag="a") is None
+    assert load_block_stats(tmp_path / "s", 3, tag="b") is None  # another --clean
+    assert load_block_stats(tmp_path / "s", 4, tag="a") is None
     path.write_bytes(path.read_bytes()[:40])  # damaged: recomputed, not trusted
-    assert an.load_shard_stats(tmp_path / "s", 3, tag="a") is None
+    assert load_block_stats(tmp_path / "s", 3, tag="a") is None
 
 
 @pytest.fixture
 def recomputed(monkeypatch) -> list[int]:
     """Shards whose analytics get computed by re-reading the stores, not by their write task."""
     shards: list[int] = []
-    real = an.shard_stats_tasks
+    real = block_stats_tasks
 
     def recording(source, corrected, todo, setup):
         shards.extend(todo)
         return real(source, corrected, todo, setup)
 
-    monkeypatch.setattr(an, "shard_stats_tasks", recording)
+    monkeypatch.setattr(an, "block_stats_tasks", recording)
     return shards
 
 
@@ -572,7 +589,7 @@ def test_write_tasks_give_the_analytics_of_a_second_pass(
     out = tmp_path / "c.zarr"
     attrs = run_correct(cache, out, mode=mode, progress=False)
     assert recomputed == []  # every shard's statistics came from its write task
-    assert not (out / an.STATS_DIR).exists()  # removed once the totals are stored
+    assert not (out / STATS_DIR).exists()  # removed once the totals are stored
     assert attrs["analytics"] == an.compute_analytics(cache, out)
     assert recomputed == [0, 1, 2]
     assert attrs["analytics"]["samples"] == 20
@@ -581,7 +598,7 @@ def test_write_tasks_give_the_analytics_of_a_second_pass(
 def _interrupted(cache: Path, out: Path, monkeypatch) -> np.ndarray:
     """Run `lcdata correct --mode max` on one thread and kill it in its second shard task;
     returns the progress flags it left (one shard done)."""
-    real = cr._write_target_shard
+    real = _write_target_block
     started = []
 
     def dying(job, shard, *args):
@@ -590,10 +607,10 @@ def _interrupted(cache: Path, out: Path, monkeypatch) -> np.ndarray:
             raise KeyboardInterrupt
         return real(job, shard, *args)
 
-    monkeypatch.setattr(cr, "_write_target_shard", dying)
+    monkeypatch.setattr(cr, "_write_target_block", dying)
     with pytest.raises(KeyboardInterrupt):
         run_correct(cache, out, mode="max", progress=False, num_workers=1)
-    monkeypatch.setattr(cr, "_write_target_shard", real)
+    monkeypatch.setattr(cr, "_write_target_block", real)
     done = np.asarray(zarr.open_group(str(out))["progress/target"][:]).astype(bool)
     assert done.sum() == 1
     return done
@@ -605,13 +622,13 @@ def test_resume_reuses_saved_stats_and_computes_missing_ones(
 ) -> None:
     out = tmp_path / "c.zarr"
     done = _interrupted(cache, out, monkeypatch)
-    saved = out / an.STATS_DIR
+    saved = out / STATS_DIR
     # a shard marked done has its statistics on disk, a pending one has none
     assert [(saved / f"{s}.npz").is_file() for s in range(3)] == done.tolist()
     # a leftover of a dead task for a pending shard must not count
     pending = int(np.flatnonzero(~done)[0])
     tag = an.analytics_setup(cache).tag
-    an.save_shard_stats(saved, pending, {"samples": np.array([1e9])}, tag=tag)
+    save_block_stats(saved, pending, {"samples": np.array([1e9])}, tag=tag)
     if older_store:  # written by an lcpose that saved no statistics
         shutil.rmtree(saved)
     attrs = run_correct(cache, out, mode="max", resume=True, progress=False)
@@ -627,10 +644,10 @@ def test_a_restarted_store_drops_stale_stats(cache: Path, tmp_path: Path) -> Non
     run_correct(cache, out, mode="max", progress=False)
     # as if killed while creating the arrays: no progress record, so --resume starts afresh
     shutil.rmtree(out / "progress" / "target")
-    st.update_attrs(zarr.open_group(str(out), mode="r+"), complete=False)
+    update_attrs(zarr.open_group(str(out), mode="r+"), complete=False)
     tag = an.analytics_setup(cache).tag
     for shard in range(3):
-        an.save_shard_stats(out / an.STATS_DIR, shard, {"samples": np.array([1e9])}, tag=tag)
+        save_block_stats(out / STATS_DIR, shard, {"samples": np.array([1e9])}, tag=tag)
     attrs = run_correct(cache, out, mode="max", resume=True, progress=False)
     assert attrs["analytics"]["samples"] == 20
     assert attrs["analytics"] == an.compute_analytics(cache, out)
@@ -661,8 +678,9 @@ def test_keypoint_causes_follow_the_documented_order() -> None:
     noisy[1:4] = 0  # out of image (x=70 in a 64 px image), occluded (v=1), missed (v=2)
     got = keypoint_causes(clean, noisy, (64, 64))
     assert got[:5].tolist() == [0, 1, 2, 3, 0]
-    gone = keypoint_causes(clean, None, (64, 64))  # unannotated person; outside still 1
-    assert gone[:5].tolist() == [4, 1, 4, 4, 4]
+    # unannotated person: failure 4 is the generator's first, it takes the outside point too
+    gone = keypoint_causes(clean, None, (64, 64))
+    assert gone[:5].tolist() == [4, 4, 4, 4, 4]
     clean[4, 2] = 0
     assert keypoint_causes(clean, noisy, (64, 64))[4] == -1  # not in the truth
 
@@ -730,9 +748,9 @@ def synthetic(tmp_path_factory) -> dict[str, Path]:
     )
     # a perfect teacher: the clean truth rendered into each stored crop
     group = zarr.open_group(str(cache), mode="r+")
-    attrs = st.store_attrs(group)
-    st.create_maps(group, "teacher", attrs)
-    st.create_progress(group, "teacher", 2)
+    attrs = store_attrs(group)
+    create_maps(group, "teacher", attrs)
+    create_progress(group, "teacher", 2)
     clean_parts = SK.from_coco(np.stack([a, b]))
     for i in range(2):
         crop = warp_parts(
@@ -742,10 +760,10 @@ def synthetic(tmp_path_factory) -> dict[str, Path]:
             skeleton=SK,
         )
         heat, pafs = render_targets(crop, cfg=render, skeleton=SK)
-        group["teacher/heatmaps"][i : i + 1] = st.quantize(heat[None])
-        group["teacher/pafs"][i : i + 1] = st.quantize(pafs[None])
-        st.mark_shard_done(group, "teacher", i)
-    st.update_attrs(group, stages=["gt", "teacher"])
+        group["teacher/heatmaps"][i : i + 1] = quantize(heat[None])
+        group["teacher/pafs"][i : i + 1] = quantize(pafs[None])
+        mark_block_done(group, "teacher", i)
+    update_attrs(group, stages=["gt", "teacher"])
     return files | {"cache": cache}
 
 
@@ -753,7 +771,7 @@ def test_clean_truth_pairs_files_and_refuses_others(synthetic) -> None:
     truth = load_clean_truth(synthetic["clean"], synthetic["noisy"], skeleton=SK)
     assert truth.keypoints_removed == {
         "out_of_image": 2,
-        "occluded": 1,
+        "severely_occluded": 1,
         "missed_visible": 1,
         "unannotated": 17,
     }
@@ -774,10 +792,10 @@ def test_recovery_per_failure_with_a_perfect_teacher(synthetic, tmp_path: Path) 
         progress=False,
     )
     truth = attrs["analytics"]["truth"]
-    assert truth["file"]["sha256"] and truth["file"]["keypoints_removed"]["occluded"] == 1
+    assert truth["file"]["sha256"] and truth["file"]["keypoints_removed"]["severely_occluded"] == 1
     for kind in ("heatmaps", "pafs"):
         t = truth[kind]
-        for failure in ("out_of_image", "occluded", "missed_visible", "unannotated"):
+        for failure in ("out_of_image", "severely_occluded", "missed_visible", "unannotated"):
             assert t["missing"][failure] > 1.0, (kind, failure)
             assert t["recovered_fraction"][failure] == pytest.approx(1.0), (kind, failure)
         assert t["false_additions"] == 0.0
@@ -835,7 +853,7 @@ def test_cli_correct_inspect_show(synthetic, tmp_path: Path, copy: bool) -> None
     result = runner.invoke(cli, args + (["--copy-inputs"] if copy else []))
     assert result.exit_code == 0, result.output
     assert "mode kd+lc" in result.output and "recovered by failure" in result.output
-    attrs = st.read_attrs(out)
+    attrs = read_attrs(out)
     assert attrs["complete"] is True
     group = zarr.open_group(str(out), mode="r")
     assert ("images" in group) == copy and ("masks" in group) == copy
@@ -854,7 +872,7 @@ def test_cli_correct_inspect_show(synthetic, tmp_path: Path, copy: bool) -> None
     assert image is not None and image.shape[1] > 3 * image.shape[0] / 2  # 4 panels wide
     result = runner.invoke(cli, ["show", str(out), "--index", "2", "--out", str(png)])
     assert result.exit_code == 1 and "--index 2: the store has samples 0..1" in result.output
-    from trainer.data import open_training_store
+    from lcdata.store.training import open_training_store
 
     spec = open_training_store(out)
     assert spec.target == "target"
@@ -870,11 +888,11 @@ def test_show_on_a_cache_store_and_a_moved_pair(synthetic, tmp_path: Path) -> No
     )
     shutil.move(tmp_path / "a", tmp_path / "b")  # the pair moves together
     # the absolute path is gone; the relative one finds the source next to the store
-    assert cr.resolve_source_store(tmp_path / "b" / "lc.zarr") == (tmp_path / "b" / "cache.zarr")
+    assert resolve_source_store(tmp_path / "b" / "lc.zarr") == (tmp_path / "b" / "cache.zarr")
     assert cv2.imread(str(render_figure(tmp_path / "b" / "lc.zarr", 1, png))) is not None
-    st.update_attrs(zarr.open_group(str(tmp_path / "b" / "cache.zarr"), mode="r+"), seed=99)
+    update_attrs(zarr.open_group(str(tmp_path / "b" / "cache.zarr"), mode="r+"), seed=99)
     with pytest.raises(LcposeError, match="changed since the correction"):
-        cr.resolve_source_store(tmp_path / "b" / "lc.zarr")
+        resolve_source_store(tmp_path / "b" / "lc.zarr")
     shutil.rmtree(tmp_path / "b" / "cache.zarr")
     with pytest.raises(LcposeError, match="not found .*use --copy-inputs"):
         render_figure(tmp_path / "b" / "lc.zarr", 1, png)
@@ -885,15 +903,15 @@ def test_paf_choice_in_float32_equals_float64_on_the_stored_grid() -> None:
     near-ties included (lengths differing by one grid step)."""
     rng = np.random.default_rng(0)
     n, c, h, w = 64, 38, 8, 8
-    gt = st.quantize(rng.uniform(-3.9, 3.9, (n, c, h, w)))
+    gt = quantize(rng.uniform(-3.9, 3.9, (n, c, h, w)))
     teacher = gt.copy()
     # nudge some teacher components by one 2^-9 step (near-ties), keep others exactly equal
-    nudge = rng.integers(-1, 2, gt.shape) * st.QUANT_STEP
-    teacher = st.quantize(teacher.astype(np.float32) + nudge)
+    nudge = rng.integers(-1, 2, gt.shape) * QUANT_STEP
+    teacher = quantize(teacher.astype(np.float32) + nudge)
     swap = rng.random((n, c // 2, h, w)) < 0.3  # (x, y) -> (y, x): same length, other vector
     tr = np.moveaxis(teacher.reshape(n, c // 2, 2, h, w), 2, -1)  # a view: (n, L, h, w, 2)
     tr[swap] = tr[swap][:, ::-1]
-    fast = cr.paf_keeps_gt(gt.astype(np.float32), teacher.astype(np.float32))
-    exact = cr.paf_keeps_gt(gt.astype(np.float64), teacher.astype(np.float64))
+    fast = paf_keeps_gt(gt.astype(np.float32), teacher.astype(np.float32))
+    exact = paf_keeps_gt(gt.astype(np.float64), teacher.astype(np.float64))
     np.testing.assert_array_equal(fast, exact)
     assert 0 < fast.mean() < 1

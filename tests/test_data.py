@@ -12,12 +12,13 @@ import torch
 import zarr
 from torch.utils.data import DataLoader
 
-from lcdata import store as st
-from lcdata.build import BuildConfig, build_gt_store
+from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.render import render_targets
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.labels.render import render_targets
+from lcdata.labels.skeleton import CMU_SKELETON
+from lcdata.store.layout import ATTR_KEY, create_maps, read_attrs, update_attrs
+from lcdata.store.training import open_training_store
 from trainer import data as data_mod
 from trainer.data import (
     StoreStream,
@@ -25,7 +26,6 @@ from trainer.data import (
     flip_arrays,
     lane_batches,
     make_loader,
-    open_training_store,
     step_lane,
     to_device,
 )
@@ -73,7 +73,7 @@ def _lane_epoch_length(layout: StreamLayout, lane: int, epoch: int = 0) -> int:
 
 
 def test_epoch_covers_every_sample_once_and_is_shuffled() -> None:
-    layout = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=0, shuffle_blocks=2)
+    layout = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0, shuffle_blocks=2)
     epoch0 = layout.lane_samples(0, start=0, count=32)
     epoch1 = layout.lane_samples(0, start=32, count=32)
     for order in (epoch0, epoch1):
@@ -81,14 +81,14 @@ def test_epoch_covers_every_sample_once_and_is_shuffled() -> None:
     assert not np.array_equal(epoch0, np.arange(32))
     assert not np.array_equal(epoch0, epoch1)  # each epoch reshuffles
     # deterministic in the seed, different across seeds
-    again = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=0, shuffle_blocks=2)
-    other = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=1, shuffle_blocks=2)
+    again = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0, shuffle_blocks=2)
+    other = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=1, shuffle_blocks=2)
     np.testing.assert_array_equal(again.lane_samples(0, start=0, count=64), np.r_[epoch0, epoch1])
     assert not np.array_equal(other.lane_samples(0, start=0, count=32), epoch0)
 
 
 def test_shuffle_window_mixes_only_its_blocks() -> None:
-    layout = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=0, shuffle_blocks=2)
+    layout = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0, shuffle_blocks=2)
     first, skip = next(layout.windows(0))
     assert skip == 0 and len(first.blocks) == 2
     blocks_of_samples = set((first.samples // PER_SHARD).tolist())
@@ -97,7 +97,7 @@ def test_shuffle_window_mixes_only_its_blocks() -> None:
 
 @pytest.mark.parametrize("lanes", [2, 4])
 def test_lanes_are_disjoint_and_cover_each_epoch(lanes: int) -> None:
-    layout = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=5, num_lanes=lanes)
+    layout = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=5, num_lanes=lanes)
     for epoch in (0, 1):
         seen: list[int] = []
         for lane in range(lanes):
@@ -108,8 +108,8 @@ def test_lanes_are_disjoint_and_cover_each_epoch(lanes: int) -> None:
 
 
 def test_too_many_readers_for_the_store_is_refused() -> None:
-    with pytest.raises(LcposeError, match=r"6 shard\(s\) of 6 samples but 8 readers"):
-        StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=0, num_lanes=8)
+    with pytest.raises(LcposeError, match=r"6 block\(s\) of 6 samples but 8 readers"):
+        StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0, num_lanes=8)
 
 
 def test_step_lane_is_the_dataloader_round_robin() -> None:
@@ -125,7 +125,7 @@ def test_step_lane_is_the_dataloader_round_robin() -> None:
 def test_batches_hold_the_store_samples(store: Path) -> None:
     spec = open_training_store(store)
     assert spec.target == "gt" and spec.num_samples == 32
-    layout = StreamLayout(num_samples=32, samples_per_shard=PER_SHARD, seed=0)
+    layout = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0)
     batches = _take(lane_batches(spec, layout, 0, batch_size=5), 7)  # 35 samples: 2 epochs
     g = zarr.open_group(str(store), mode="r")
     h = RENDER.grid_size
@@ -201,13 +201,13 @@ def test_reader_thread_errors_reach_the_consumer(store: Path, tmp_path: Path) ->
         if chunk.is_file():
             chunk.write_bytes(b"not zstd")
     loader = make_loader(StoreStream(spec, batch_size=4, seed=0), workers=2, reader="threads")
-    with pytest.raises(LcposeError, match=r"broken.zarr/gt/pafs: cannot read shard \d+ \("):
+    with pytest.raises(LcposeError, match=r"broken.zarr/gt/pafs: cannot read block \d+ \("):
         next(loader)
 
 
 def test_unknown_reader_is_refused(store: Path) -> None:
     spec = open_training_store(store)
-    with pytest.raises(LcposeError, match="--reader must be one of threads, processes"):
+    with pytest.raises(LcposeError, match="make_loader.reader: must be one of threads, processes"):
         make_loader(StoreStream(spec, batch_size=4, seed=0), workers=1, reader="fibres")
 
 
@@ -313,7 +313,7 @@ def test_stream_flips_about_half_of_the_samples(store: Path) -> None:
 def test_refuses_incomplete_store(store: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.zarr"
     shutil.copytree(store, copy)
-    st.update_attrs(zarr.open_group(str(copy), mode="r+"), complete=False)
+    update_attrs(zarr.open_group(str(copy), mode="r+"), complete=False)
     with pytest.raises(LcposeError, match="copy.zarr: store is marked incomplete"):
         open_training_store(copy)
 
@@ -329,7 +329,7 @@ def test_refuses_foreign_store(tmp_path: Path) -> None:
 def test_refuses_missing_targets(store: Path, tmp_path: Path) -> None:
     with pytest.raises(LcposeError, match=r"no 'teacher' targets \(teacher/heatmaps missing\)"):
         open_training_store(store, target="teacher")
-    with pytest.raises(LcposeError, match="--target must be one of"):
+    with pytest.raises(LcposeError, match="open_training_store.target: must be one of"):
         open_training_store(store, target="labels")
     copy = tmp_path / "nogt.zarr"
     shutil.copytree(store, copy)
@@ -341,11 +341,11 @@ def test_refuses_missing_targets(store: Path, tmp_path: Path) -> None:
 def test_corrected_store_reads_images_from_its_source(store: Path, tmp_path: Path) -> None:
     source = tmp_path / "gt.zarr"
     shutil.copytree(store, source)
-    attrs = st.read_attrs(source)
+    attrs = read_attrs(source)
     corrected = tmp_path / "runs" / "lc.zarr"
     group = zarr.open_group(str(corrected), mode="w")
-    group.attrs[st.ATTR_KEY] = {**attrs, "kind": "corrected", "source_store": "../../gt.zarr"}
-    st.create_maps(group, "target", attrs)
+    group.attrs[ATTR_KEY] = {**attrs, "kind": "corrected", "source_store": "../../gt.zarr"}
+    create_maps(group, "target", attrs)
     src = zarr.open_group(str(source), mode="r")
     group["target/heatmaps"][:] = src["gt/heatmaps"][:] * 0.5
     group["target/pafs"][:] = src["gt/pafs"][:]

@@ -10,9 +10,9 @@ from persons import make_person  # shared with test_evaluate
 
 from lcdata.config import SYNTH_RENDER, RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.render import render_heatmaps, render_pafs
-from lcdata.skeleton import Skeleton
-from trainer.decode import DecodeConfig, decode, find_peaks, score_limb
+from lcdata.labels.decode import DecodeConfig, decode, find_peaks, score_limb
+from lcdata.labels.render import render_heatmaps, render_pafs
+from lcdata.labels.skeleton import Skeleton
 
 
 def render(coco: np.ndarray, cfg: RenderConfig, image_hw: tuple[int, int], sk: Skeleton):

@@ -11,31 +11,22 @@ import pytest
 from click.testing import CliRunner
 from persons import make_person  # shared with test_decode
 
-from lcdata.augment import PAD_VALUE
 from lcdata.config import SYNTH_RENDER, RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
+from lcdata.labels.augment import PAD_VALUE, flip_maps
+from lcdata.labels.decode import DecodeConfig
+from lcdata.labels.scoring import METRIC_NAMES, coco_results, evaluate_results
+from lcdata.labels.skeleton import Skeleton
 from trainer.cli import cli
-from trainer.decode import DecodeConfig
-from trainer.evaluate import (
-    METRIC_NAMES,
+from trainer.draw import draw_persons, heatmap_overlay, paf_overlay
+from trainer.evaluate import Protocol, oracle_maps, run_oracle, select_records, write_outputs
+from trainer.infer import (
     Predictor,
-    Protocol,
     averaged_maps,
-    coco_results,
-    draw_persons,
-    evaluate_results,
-    heatmap_overlay,
     model_geometry,
-    oracle_maps,
-    paf_overlay,
     predict_image,
     predict_maps,
     resize_for_model,
-    run_oracle,
-    select_records,
-    unflip_maps,
-    write_outputs,
 )
 
 
@@ -98,10 +89,10 @@ def test_oracle_flip_path_is_exact(skeleton: Skeleton) -> None:
     heat, paf = oracle_maps(kps, geo, cfg=SYNTH_RENDER, skeleton=skeleton)
     heat_f, paf_f = oracle_maps(kps, geo, cfg=SYNTH_RENDER, skeleton=skeleton, flip=True)
     assert np.abs(heat_f - heat).max() > 0.5  # the mirrored maps really differ
-    heat_u, paf_u = unflip_maps(heat_f, paf_f, skeleton=skeleton)
+    heat_u, paf_u = flip_maps(heat_f, paf_f, skeleton=skeleton)
     np.testing.assert_allclose(heat_u, heat, atol=1e-6)
     np.testing.assert_allclose(paf_u, paf, atol=1e-6)
-    twice = unflip_maps(*unflip_maps(heat, paf, skeleton=skeleton), skeleton=skeleton)
+    twice = flip_maps(*flip_maps(heat, paf, skeleton=skeleton), skeleton=skeleton)
     np.testing.assert_array_equal(twice[0], heat)
     np.testing.assert_array_equal(twice[1], paf)
 
@@ -110,8 +101,8 @@ def test_oracle_flip_path_is_exact(skeleton: Skeleton) -> None:
 def test_resample_maps_aligns_cell_centres(scale: float) -> None:
     """A map holding each cell centre's original-image x (and y) is still that after
     resampling onto the grid of another scale (bilinear is exact on linear maps)."""
-    from lcdata.render import cell_centers
-    from trainer.evaluate import resample_maps
+    from lcdata.labels.grid import cell_centers
+    from trainer.infer import resample_maps
 
     image_hw, stride = (300, 410), 8
     src = model_geometry(image_hw, 368, stride, scale=scale)
@@ -258,7 +249,7 @@ def test_exact_ground_truth_scores_one(tmp_path: Path) -> None:
 
 def test_oracle_on_clean_synthetic_val_is_near_one(tmp_path: Path, skeleton: Skeleton) -> None:
     """The synthetic benchmark's clean truth, persons not tiny: oracle AP close to 1."""
-    from lcdata.synth import SynthConfig, generate_split
+    from lcdata.synth.scene import SynthConfig, generate_split
 
     generate_split(tmp_path, "val", 30, cfg=SynthConfig(small_prob=0.0, crowd=0.0), seed=0)
     ann = tmp_path / "annotations" / "person_keypoints_val_clean.json"
@@ -303,7 +294,7 @@ def test_results_file_loads_with_cocotools(tmp_path: Path, skeleton: Skeleton) -
 
 
 def test_coco_results_drop_neck(skeleton: Skeleton) -> None:
-    from trainer.decode import Person
+    from lcdata.labels.decode import Person
 
     kps = np.zeros((18, 3), np.float32)
     kps[1] = (5, 6, 1)  # neck only
@@ -359,7 +350,7 @@ def test_cli_usage_errors(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["evaluate", "--oracle", str(ann), str(tmp_path / "nope")])
     assert result.exit_code == 1 and "image directory not found" in result.output
     result = runner.invoke(cli, ["evaluate", "--oracle", str(ann), str(tmp_path), "--decode", "x"])
-    assert result.exit_code == 1 and "--decode: want KEY=VALUE" in result.output
+    assert result.exit_code == 1 and "--decode 'x': expected KEY=VALUE" in result.output
     result = runner.invoke(cli, ["evaluate", "--oracle", str(ann), str(tmp_path), "--scales", "0"])
     assert result.exit_code == 1 and "--scales: want positive numbers" in result.output
 

@@ -8,24 +8,18 @@ tables and figures.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 
+from experiments.config import QUICK_CONFIG, load_config
+from experiments.plan import Step, plan, select
 from experiments.report import Stat, verdict
-from experiments.run import (
-    QUICK_CONFIG,
-    CheckpointKeeper,
-    Step,
-    load_config,
-    main,
-    marker_path,
-    plan,
-    select,
-)
+from experiments.run import main
+from experiments.schedule import marker_path
+from lcdata.config import SYNTH_RENDER
 from lcdata.errors import LcposeError
 
 
@@ -146,27 +140,14 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 
 def test_quick_config_inherits_the_full_protocol():
     cfg = load_config(QUICK_CONFIG)
-    assert cfg["store"]["stride"] == 4 and cfg["store"]["input_size"] == 128
-    assert cfg["train"]["model"] == "tiny" and cfg["train"]["lr"] == 1e-3  # from lc_synth
-    assert cfg["train"]["steps"] == 20  # overridden
+    assert cfg.store.render == SYNTH_RENDER  # the synth preset, named in lc_synth.toml
+    assert cfg.train["model"] == "tiny" and cfg.train["lr"] == 1e-3  # from lc_synth
+    assert cfg.train["steps"] == 20  # overridden
+    assert cfg.seeds == (0,) and isinstance(cfg.protocol.methods, tuple)
     names = {s.name for s in plan(cfg)}
     # the sweep's level 0.1 is the main data set: shared, not duplicated
     assert "p0.00_q0.00_s0/fit/lc" in names and "p0.10_q0.10_s0/fit/lc" in names
     assert not any(n.startswith("p0.10_q0.10_s1") for n in names)
-
-
-def test_checkpoint_keeper_keeps_each_step(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    keeper = CheckpointKeeper(run)
-    for step in (5, 10):
-        torch.save({"step": step, "model": {}, "optimizer": {"x": 1}}, run / "checkpoint.pt")
-        os.utime(run / "checkpoint.pt", ns=(step * 10**9, step * 10**9))  # distinct mtimes
-        keeper.poll()
-        keeper.poll()  # the same file again: nothing new
-    kept = sorted((run / "steps").glob("*.pt"))
-    assert [p.name for p in kept] == ["step_0000005.pt", "step_0000010.pt"]
-    assert "optimizer" not in torch.load(kept[0], weights_only=True)
 
 
 def test_verdict_needs_two_standard_deviations():

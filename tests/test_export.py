@@ -11,12 +11,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from lcdata.build.teacher import META_FILE, check_compatible, load_teacher
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.skeleton import CMU_SKELETON
-from lcdata.teacher import META_FILE, check_compatible, load_teacher
+from lcdata.labels.skeleton import CMU_SKELETON
+from trainer.checkpoint import model_from_checkpoint
 from trainer.cli import cli
-from trainer.export import export_teacher, model_from_checkpoint
+from trainer.export import export_teacher
 from trainer.models import TinyPose, num_params, preprocess
 
 SIZE, STRIDE = 64, 4  # tiny at 64 px, stride 4: 16 x 16 maps, exports in about a second
@@ -259,6 +260,9 @@ def test_lcdata_teacher_does_not_import_trainer() -> None:
     import subprocess
     import sys
 
-    code = "import sys, lcdata.teacher; print([m for m in sys.modules if m.startswith('trainer')])"
+    code = (
+        "import sys, lcdata.build.teacher; "
+        "print([m for m in sys.modules if m.startswith('trainer')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -16,13 +16,16 @@ import zarr
 from click.testing import CliRunner
 
 import trainer.fit as fit_mod
-from lcdata import store as st
-from lcdata.build import BuildConfig, build_gt_store
+from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
+from lcdata.store.layout import read_attrs, update_attrs
+from lcdata.store.lock import write_lock
+from trainer.checkpoint import model_from_checkpoint
 from trainer.cli import cli
-from trainer.export import model_from_checkpoint
-from trainer.fit import TrainConfig, fit, log_columns, lr_at
+from trainer.config import TrainConfig
+from trainer.fit import fit, log_columns, lr_at
+from trainer.losses import stage_losses
 from trainer.plot import plot_runs
 
 RENDER = RenderConfig(input_size=64, stride=4, sigma=3.0)
@@ -123,7 +126,7 @@ def test_checkpoint_contents_load_with_weights_only(store: Path, tmp_path: Path)
         assert key in ckpt, key
     assert ckpt["step"] == 6 and ckpt["model_name"] == "tiny" and ckpt["stride"] == 4
     assert ckpt["input_size"] == 64 and ckpt["config"] == asdict(CFG)
-    assert ckpt["store_attrs"] == st.read_attrs(store)
+    assert ckpt["store_attrs"] == read_attrs(store)
     assert not any(k.startswith("module.") for k in ckpt["model"])
     final = _load(run / "final.pt")
     assert "optimizer" not in final and final["step"] == 6
@@ -147,7 +150,7 @@ def test_resume_continues_bit_for_bit(store: Path, tmp_path: Path, monkeypatch) 
     fit(CFG, store, tmp_path / "straight", progress=False)
 
     calls = {"n": 0}
-    real = fit_mod.stage_losses
+    real = stage_losses
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -314,7 +317,7 @@ def test_cli_errors_are_one_line(store: Path, tmp_path: Path) -> None:
 
     incomplete = tmp_path / "incomplete.zarr"
     shutil.copytree(store, incomplete)
-    st.update_attrs(zarr.open_group(str(incomplete), mode="r+"), complete=False)
+    update_attrs(zarr.open_group(str(incomplete), mode="r+"), complete=False)
     msg = _cli_error(["--store", str(incomplete), "--out", str(tmp_path / "r2")])
     assert "store is marked incomplete" in msg
 
@@ -334,7 +337,7 @@ def test_cli_errors_are_one_line(store: Path, tmp_path: Path) -> None:
 
 def test_a_second_fit_on_the_same_run_folder_is_refused(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    with st.write_lock(out):  # stands for another live `trainer fit` on this folder
+    with write_lock(out):  # stands for another live `trainer fit` on this folder
         with pytest.raises(LcposeError, match="another process is writing"):
             fit(TrainConfig(model="tiny", steps=1, batch_size=2, workers=0), store, out)
     assert not (out / "checkpoint.pt").exists()

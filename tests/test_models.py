@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lcdata.errors import LcposeError
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.labels.skeleton import CMU_SKELETON
 from trainer.models import (
     MODELS,
     VGG19_CONVS,

@@ -33,16 +33,18 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from lcdata import store as st
 from lcdata.cli import cli as lcdata_cli
-from lcdata.correct import run_correct
+from lcdata.correction.write import run_correct
 from lcdata.errors import LcposeError
-from lcdata.inspect import array_paths
-from lcdata.skeleton import CMU_SKELETON
+from lcdata.labels.skeleton import CMU_SKELETON
+from lcdata.store.inspect import array_paths
+from lcdata.store.layout import SCHEMA_VERSION, finalize, open_store, read_attrs, update_attrs
+from lcdata.store.lock import write_lock
+from lcdata.store.training import open_training_store
 from trainer.cli import cli as trainer_cli
-from trainer.data import open_training_store
+from trainer.config import TrainConfig
 from trainer.export import export_teacher
-from trainer.fit import TrainConfig, fit
+from trainer.fit import fit
 from trainer.models import TinyPose
 
 COCO_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco-mini"
@@ -200,7 +202,7 @@ def assert_same_store(a: Path, b: Path, *, ignore_attrs: tuple[str, ...] = ()) -
         x, y = ga[name], gb[name]
         assert (x.shape, x.dtype, x.chunks, x.shards) == (y.shape, y.dtype, y.chunks, y.shards)
         assert np.array_equal(x[...], y[...]), name
-    attrs_a, attrs_b = st.read_attrs(a), st.read_attrs(b)
+    attrs_a, attrs_b = read_attrs(a), read_attrs(b)
     for key in ignore_attrs:
         attrs_a.get("correction", {}).pop(key, None)
         attrs_b.get("correction", {}).pop(key, None)
@@ -237,13 +239,13 @@ def _losses(run: Path) -> list[dict[str, str]]:
 
 def check_killed_store(out: Path, stage: str, *, total: int = NUM_SHARDS) -> None:
     """What a SIGKILLed writer leaves: not complete, refused by readers, a stale lock."""
-    attrs = st.read_attrs(out)
+    attrs = read_attrs(out)
     assert attrs["complete"] is False
     assert stage in attrs["stages"]
     done = int(np.asarray(zarr.open_group(str(out), mode="r")[f"progress/{stage}"][:]).sum())
     assert 0 < done < total
     with pytest.raises(LcposeError, match="store is marked incomplete"):
-        st.open_store(out)
+        open_store(out)
     with pytest.raises(LcposeError, match="store is marked incomplete"):
         open_training_store(out)
     lock = out / ".lcpose-lock"
@@ -272,7 +274,7 @@ def test_kill_gt_build_twice_then_resume(refs: Refs, tmp_path: Path) -> None:
     res = _lcdata(*args, "--resume")
     assert res.exit_code == 0, res.output
     assert not list(out.glob(".lcpose-lock*"))
-    assert st.read_attrs(out)["complete"] is True
+    assert read_attrs(out)["complete"] is True
     assert_same_store(out, refs.gt)
 
 
@@ -288,7 +290,7 @@ def test_kill_teacher_pass_then_resume(refs: Refs, tmp_path: Path) -> None:
     res = _lcdata(*args, "--resume")
     assert res.exit_code == 0, res.output
     assert not list(out.glob(".lcpose-lock*"))
-    assert st.read_attrs(out)["complete"] is True
+    assert read_attrs(out)["complete"] is True
     assert_same_store(out, refs.cache)
 
 
@@ -331,7 +333,7 @@ def test_kill_one_pass_build_then_resume(refs: Refs, tmp_path: Path) -> None:
         assert not alive, f"worker processes outlived the killed build: {alive}"
     res = _lcdata(*args, "--resume")
     assert res.exit_code == 0, res.output
-    assert st.read_attrs(out)["complete"] is True
+    assert read_attrs(out)["complete"] is True
     assert_same_store(out, refs.cache)
 
 
@@ -344,7 +346,7 @@ def test_kill_correct_then_resume(refs: Refs, tmp_path: Path) -> None:
     res = _lcdata(*args, "--resume")
     assert res.exit_code == 0, res.output
     assert not list(out.glob(".lcpose-lock*"))
-    assert st.read_attrs(out)["complete"] is True
+    assert read_attrs(out)["complete"] is True
     # the relative path to the source depends on where the output folder is
     assert_same_store(out, refs.corrected, ignore_attrs=("source_store_relative",))
 
@@ -388,8 +390,8 @@ def test_kill_while_creating_the_arrays_is_resumable(refs: Refs, tmp_path: Path)
     assert _lcdata(*args, "--out", str(out)).exit_code == 0
     shutil.rmtree(out / "progress")
     shutil.rmtree(out / "meta")
-    st.update_attrs(zarr.open_group(str(out), mode="r+"), complete=False)
-    res = _lcdata(*args, "--out", str(out), "--shard", "0/2")
+    update_attrs(zarr.open_group(str(out), mode="r+"), complete=False)
+    res = _lcdata(*args, "--out", str(out), "--slice", "0/2")
     assert res.exit_code == 1 and "being created by another slice" in res.output
     res = _lcdata(*args, "--out", str(out), "--resume")
     assert res.exit_code == 0, res.output
@@ -400,7 +402,7 @@ def test_kill_while_creating_the_arrays_is_resumable(refs: Refs, tmp_path: Path)
     for path in (ref_c, c):
         run_correct(out, path, mode="gt", copy_inputs=True, progress=False)
     shutil.rmtree(c / "progress")
-    st.update_attrs(zarr.open_group(str(c), mode="r+"), complete=False)
+    update_attrs(zarr.open_group(str(c), mode="r+"), complete=False)
     res = _lcdata("correct", str(out), "--mode", "gt", "--out", str(c), "--copy-inputs")
     assert res.exit_code == 1 and "pass --resume" in res.output
     run_correct(out, c, mode="gt", copy_inputs=True, resume=True, progress=False)
@@ -425,7 +427,7 @@ def test_second_writer_is_refused_while_a_build_runs(refs: Refs, tmp_path: Path)
         for second in (
             build + ["--resume"],
             build,
-            build + ["--shard", "1/2"],
+            build + ["--slice", "1/2"],
             ["build-teacher-cache", "--out", str(out), "--teacher", str(refs.teacher_file)],
         ):
             res = _lcdata(*second)
@@ -441,7 +443,7 @@ def test_second_writer_is_refused_while_a_build_runs(refs: Refs, tmp_path: Path)
 
 def test_correct_refuses_a_second_writer(refs: Refs, tmp_path: Path) -> None:
     out = tmp_path / "c.zarr"
-    with st.write_lock(out):  # this process is writing `out`
+    with write_lock(out):  # this process is writing `out`
         res = _lcdata("correct", str(refs.cache), "--mode", "gt", "--out", str(out))
         assert res.exit_code == 1 and "another process is writing this store" in res.output
         assert (out / ".lcpose-lock").exists()  # the refused writer left our lock alone
@@ -460,7 +462,7 @@ def _foreign(path: Path) -> Path:
 def _newer(refs: Refs, path: Path) -> Path:
     shutil.copytree(refs.cache, path)
     group = zarr.open_group(str(path), mode="r+")
-    st.update_attrs(group, schema_version=st.SCHEMA_VERSION + 1)
+    update_attrs(group, schema_version=SCHEMA_VERSION + 1)
     return path
 
 
@@ -469,7 +471,7 @@ def _incomplete(refs: Refs, path: Path) -> Path:
     shutil.copytree(refs.gt, path)
     group = zarr.open_group(str(path), mode="r+")
     group["progress/gt"][NUM_SHARDS - 1] = 0
-    st.update_attrs(group, complete=False)
+    update_attrs(group, complete=False)
     return path
 
 
@@ -523,7 +525,7 @@ def test_incomplete_store_refused_shown_and_inspected(refs: Refs, tmp_path: Path
     for name, message in (
         ("lcdata correct", "store is marked incomplete"),
         ("trainer fit", "store is marked incomplete"),
-        ("teacher pass", "GT stage incomplete (1 shards of this slice unwritten)"),
+        ("teacher pass", "GT stage incomplete (1 blocks of this slice unwritten)"),
     ):
         res = readers[name]()
         assert res.exit_code == 1 and message in res.output, (name, res.output)
@@ -538,7 +540,7 @@ def test_incomplete_store_refused_shown_and_inspected(refs: Refs, tmp_path: Path
     assert png.read_bytes()[:4] == b"\x89PNG"
     res = _lcdata("show", str(store), "--index", str(NUM_SAMPLES - 1), "--out", str(png))
     assert res.exit_code == 1
-    assert f"sample {NUM_SAMPLES - 1} is not written yet (shard {NUM_SHARDS - 1} of stage gt" in (
+    assert f"sample {NUM_SAMPLES - 1} is not written yet (block {NUM_SHARDS - 1} of stage gt" in (
         res.output
     )
     # and --resume finishes it (only the missing shard is written) into the reference
@@ -552,9 +554,9 @@ def test_corrected_store_marked_complete_only_after_every_shard(refs: Refs, tmp_
     group = zarr.open_group(str(out), mode="r+")
     group["progress/target"][3] = 0
     # finalize never flips a store with a missing shard, and readers keep refusing it
-    st.update_attrs(group, complete=False)
-    assert st.finalize(group, ("target",)) is False
-    assert st.read_attrs(out)["complete"] is False
+    update_attrs(group, complete=False)
+    assert finalize(group, ("target",)) is False
+    assert read_attrs(out)["complete"] is False
     with pytest.raises(LcposeError, match="marked incomplete"):
         open_training_store(out)
 

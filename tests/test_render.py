@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from lcdata.config import RenderConfig
-from lcdata.render import cell_centers, render_heatmaps, render_mask, render_pafs
-from lcdata.skeleton import Skeleton
+from lcdata.labels.grid import cell_centers
+from lcdata.labels.render import render_heatmaps, render_mask, render_pafs
+from lcdata.labels.skeleton import Skeleton
 
 
 def _person(rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lcdata.errors import LcposeError
-from lcdata.skeleton import CMU_SKELETON, COCO_PART_NAMES, Skeleton
+from lcdata.labels.skeleton import CMU_SKELETON, COCO_PART_NAMES, Skeleton
 
 
 def test_channel_layout(skeleton: Skeleton) -> None:

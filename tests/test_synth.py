@@ -11,19 +11,11 @@ import pytest
 from click.testing import CliRunner
 
 from lcdata.cli import cli
-from lcdata.coco import load_coco
 from lcdata.config import RenderConfig
-from lcdata.render import render_targets
-from lcdata.skeleton import Skeleton
-from lcdata.synth import (
-    FAILURES,
-    SynthConfig,
-    generate,
-    label_mass_report,
-    make_scene,
-    read_split,
-)
-from lcdata.synth_draw import (
+from lcdata.labels.coco import load_coco
+from lcdata.labels.render import render_targets
+from lcdata.labels.skeleton import Skeleton
+from lcdata.synth.draw import (
     DARKER_RIGHT,
     LIGHTER_LEFT,
     Appearance,
@@ -31,7 +23,9 @@ from lcdata.synth_draw import (
     sample_appearance,
     silhouette,
 )
-from lcdata.synth_pose import KP, POSE_KINDS, sample_figure
+from lcdata.synth.pose import KP, POSE_KINDS, sample_figure
+from lcdata.synth.scene import SynthConfig, generate, make_scene
+from lcdata.synth.truth import FAILURES, label_mass_report, read_split
 
 ALL_OFF = SynthConfig(
     missed_visible=0.0, unannotated=0.0, drop_out_of_image=False, drop_occluded=False

@@ -13,15 +13,17 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-import lcdata.teacher_pass as tp
-from lcdata import store as st
-from lcdata.build import BuildConfig, build_gt_store
+import lcdata.build.teacher_pass as tp
+from lcdata.build.gt import BuildConfig, build_gt_store
+from lcdata.build.one_pass import build_teacher_cache
+from lcdata.build.teacher import load_teacher
+from lcdata.build.teacher_pass import predict_block, run_teacher_pass
 from lcdata.cli import cli
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.skeleton import CMU_SKELETON, Skeleton
-from lcdata.teacher import load_teacher
-from lcdata.teacher_pass import run_teacher_pass
+from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
+from lcdata.store.codec import quantize
+from lcdata.store.layout import open_store, read_attrs, update_attrs
 from trainer.export import export_teacher
 from trainer.models import TinyPose
 
@@ -116,7 +118,7 @@ def _assert_same_teacher(a: Path, b: Path) -> None:
 
 
 def test_outputs_are_the_quantised_predictions_of_each_crop(reference: Path, teachers) -> None:
-    attrs = st.read_attrs(reference)
+    attrs = read_attrs(reference)
     assert attrs["complete"] is True and attrs["stages"] == ["gt", "teacher"]
     teacher = load_teacher(teachers["a"])
     assert attrs["teacher"]["sha256"] == teacher.sha256
@@ -132,9 +134,9 @@ def test_outputs_are_the_quantised_predictions_of_each_crop(reference: Path, tea
     # batches of 3 within each shard, as the pass ran them
     for s in range(4):
         crops = images[s * PER : (s + 1) * PER]
-        want_h, want_p = tp.predict_shard(teacher, crops, batch_size=3, where="test")
-        np.testing.assert_array_equal(heat[s * PER : (s + 1) * PER], st.quantize(want_h))
-        np.testing.assert_array_equal(pafs[s * PER : (s + 1) * PER], st.quantize(want_p))
+        want_h, want_p = predict_block(teacher, crops, batch_size=3, where="test")
+        np.testing.assert_array_equal(heat[s * PER : (s + 1) * PER], quantize(want_h))
+        np.testing.assert_array_equal(pafs[s * PER : (s + 1) * PER], quantize(want_p))
     assert np.abs(pafs.astype(np.float32)).max() > 0.1  # not a comparison between zeros
     assert len(np.unique(heat)) > 100
 
@@ -143,7 +145,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_pass(
     gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
 ) -> None:
     out = _copy(gt_store, tmp_path)
-    real = tp.predict_shard
+    real = predict_block
     calls = []
 
     def dying(*args, **kwargs):
@@ -152,16 +154,16 @@ def test_resume_after_a_kill_equals_an_uninterrupted_pass(
             raise KeyboardInterrupt  # Ctrl-C during the third shard's inference
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tp, "predict_shard", dying)
+    monkeypatch.setattr(tp, "predict_block", dying)
     with pytest.raises(KeyboardInterrupt):
         run_teacher_pass(out, teachers["a"], batch_size=3, progress=False)
-    monkeypatch.setattr(tp, "predict_shard", real)
-    attrs = st.read_attrs(out)
+    monkeypatch.setattr(tp, "predict_block", real)
+    attrs = read_attrs(out)
     assert attrs["complete"] is False and "teacher" in attrs["stages"]
     done = np.asarray(zarr.open_group(str(out), mode="r")["progress/teacher"][:])
     assert done.tolist() == [1, 1, 0, 0]  # the two shards inferred before the kill were written
     assert not list(out.glob(".lcpose-lock*"))
-    with pytest.raises(LcposeError, match=r"this teacher's outputs \(2/4 shards\); pass --resume"):
+    with pytest.raises(LcposeError, match=r"this teacher's outputs \(2/4 blocks\); pass --resume"):
         run_teacher_pass(out, teachers["a"], progress=False)
     attrs = run_teacher_pass(out, teachers["a"], batch_size=3, resume=True, progress=False)
     assert attrs["complete"] is True
@@ -170,14 +172,14 @@ def test_resume_after_a_kill_equals_an_uninterrupted_pass(
 
 def test_two_slices_fill_one_store(gt_store: Path, teachers, reference: Path, tmp_path) -> None:
     out = _copy(gt_store, tmp_path)
-    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, part=(1, 2), progress=False)
+    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, work_slice=(1, 2), progress=False)
     assert attrs["complete"] is False
     done = np.asarray(zarr.open_group(str(out), mode="r")["progress/teacher"][:])
     assert done.tolist() == [0, 1, 0, 1]
     with pytest.raises(LcposeError, match="incomplete"):
-        st.open_store(out)
+        open_store(out)
     # the second slice joins the store without --resume (slices share it)
-    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, part=(0, 2), progress=False)
+    attrs = run_teacher_pass(out, teachers["a"], batch_size=3, work_slice=(0, 2), progress=False)
     assert attrs["complete"] is True
     _assert_same_teacher(out, reference)
     g = zarr.open_group(str(reference), mode="r")
@@ -186,9 +188,9 @@ def test_two_slices_fill_one_store(gt_store: Path, teachers, reference: Path, tm
 
 def test_a_slice_cannot_join_with_another_teacher(gt_store: Path, teachers, tmp_path) -> None:
     out = _copy(gt_store, tmp_path)
-    run_teacher_pass(out, teachers["a"], part=(0, 2), progress=False)
+    run_teacher_pass(out, teachers["a"], work_slice=(0, 2), progress=False)
     with pytest.raises(LcposeError, match="already holds outputs of teacher .*a.pt2"):
-        run_teacher_pass(out, teachers["b"], part=(1, 2), progress=False)
+        run_teacher_pass(out, teachers["b"], work_slice=(1, 2), progress=False)
 
 
 def test_refuses_teacher_of_another_stride_or_skeleton(gt_store: Path, tmp_path: Path) -> None:
@@ -202,18 +204,18 @@ def test_refuses_teacher_of_another_stride_or_skeleton(gt_store: Path, tmp_path:
     with pytest.raises(LcposeError, match=r"skeleton differs \(teacher 18 parts/17 limbs"):
         run_teacher_pass(out, other, progress=False)
     g = zarr.open_group(str(out), mode="r")
-    assert "teacher" not in g and st.read_attrs(out)["complete"] is True  # untouched
+    assert "teacher" not in g and read_attrs(out)["complete"] is True  # untouched
 
 
 def test_refuses_a_store_whose_gt_is_unfinished(gt_store: Path, teachers, tmp_path) -> None:
     out = _copy(gt_store, tmp_path)
     group = zarr.open_group(str(out), mode="r+")
     group["progress/gt"][2] = 0
-    st.update_attrs(group, complete=False)
-    with pytest.raises(LcposeError, match=r"GT stage incomplete \(1 shards"):
+    update_attrs(group, complete=False)
+    with pytest.raises(LcposeError, match=r"GT stage incomplete \(1 blocks"):
         run_teacher_pass(out, teachers["a"], progress=False)
     # the slice that does not contain shard 2 may run
-    attrs = run_teacher_pass(out, teachers["a"], part=(1, 2), progress=False)
+    attrs = run_teacher_pass(out, teachers["a"], work_slice=(1, 2), progress=False)
     assert attrs["complete"] is False
 
 
@@ -225,8 +227,8 @@ def test_overwrite_teacher_semantics(
         run_teacher_pass(out, teachers["b"], progress=False)
     with pytest.raises(LcposeError, match="pass --overwrite-teacher"):
         run_teacher_pass(out, teachers["b"], resume=True, progress=False)
-    with pytest.raises(LcposeError, match="cannot be combined with --shard"):
-        run_teacher_pass(out, teachers["b"], overwrite=True, part=(0, 2), progress=False)
+    with pytest.raises(LcposeError, match="overwrite_teacher: cannot be combined with a work slice"):
+        run_teacher_pass(out, teachers["b"], overwrite=True, work_slice=(0, 2), progress=False)
     _assert_same_teacher(out, reference)  # refusals changed nothing
     attrs = run_teacher_pass(out, teachers["b"], batch_size=3, overwrite=True, progress=False)
     assert attrs["complete"] is True
@@ -240,18 +242,18 @@ def test_overwrite_teacher_semantics(
 def test_nan_outputs_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
     out = _copy(gt_store, tmp_path)
     broken = make_teacher(tmp_path / "nan.pt2", 5, nan=True)
-    with pytest.raises(LcposeError, match=r"shard 0, samples from 0: .*NaN/inf"):
+    with pytest.raises(LcposeError, match=r"block 0, samples from 0: .*NaN/inf"):
         run_teacher_pass(out, broken, progress=False)
-    assert st.read_attrs(out)["complete"] is False
+    assert read_attrs(out)["complete"] is False
     assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
 
 
 def test_outputs_beyond_float16_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
     out = _copy(gt_store, tmp_path)
     huge = make_teacher(tmp_path / "huge.pt2", 5, bias=1e5)
-    with pytest.raises(LcposeError, match=r"shard 0: teacher heatmaps exceed the float16 range"):
+    with pytest.raises(LcposeError, match=r"block 0: teacher heatmaps exceed the float16 range"):
         run_teacher_pass(out, huge, progress=False)
-    assert st.read_attrs(out)["complete"] is False
+    assert read_attrs(out)["complete"] is False
     assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
 
 
@@ -298,7 +300,7 @@ def test_cli_adds_a_teacher_and_builds_in_one_pass(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert st.read_attrs(one)["complete"] is True
+    assert read_attrs(one)["complete"] is True
     _assert_same_teacher(one, reference)
     result = runner.invoke(
         cli, ["build-teacher-cache", "--out", str(out), "--teacher", str(teachers["b"])]
@@ -315,7 +317,7 @@ def _assert_same_store(a: Path, b: Path) -> None:
     names += ["progress/gt", "progress/teacher"]
     for name in names:
         np.testing.assert_array_equal(ga[name][:], gb[name][:], err_msg=name)
-    assert st.read_attrs(a)["complete"] is True and st.read_attrs(b)["complete"] is True
+    assert read_attrs(a)["complete"] is True and read_attrs(b)["complete"] is True
 
 
 @pytest.mark.parametrize("killed", ["nothing", "gt_half", "teacher_half"])
@@ -327,9 +329,9 @@ def test_one_pass_build_equals_gt_build_then_teacher_pass(
     kw = {"render": RENDER, "build": BuildConfig(samples_per_shard=PER), "batch_size": 3}
     out = tmp_path / "one.zarr"
     if killed == "nothing":
-        attrs = tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+        attrs = build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
     else:
-        attrs = tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+        attrs = build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
         group = zarr.open_group(str(out), mode="r+")
         stage = "gt" if killed == "gt_half" else "teacher"
         for shard in (1, 3):  # unmark and scribble: resuming must rewrite these shards
@@ -339,10 +341,10 @@ def test_one_pass_build_equals_gt_build_then_teacher_pass(
             else:
                 group["gt/heatmaps"][shard * PER : (shard + 1) * PER] = 7.0
                 group["progress/teacher"][shard] = 0
-        st.update_attrs(group, complete=False)
+        update_attrs(group, complete=False)
         with pytest.raises(LcposeError, match="output exists; pass --resume"):
-            tp.build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
-        attrs = tp.build_teacher_cache(
+            build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
+        attrs = build_teacher_cache(
             *val_files, out, teachers["a"], progress=False, resume=True, **kw
         )
     assert attrs["stages"] == ["gt", "teacher"] and attrs["teacher"]["model_name"] == "tiny"
@@ -353,7 +355,7 @@ def test_one_pass_build_checks_the_teacher_before_writing(val_files, tmp_path: P
     wrong = make_teacher(tmp_path / "s8.pt2", 3, stride=8)
     out = tmp_path / "one.zarr"
     with pytest.raises(LcposeError, match="stride"):
-        tp.build_teacher_cache(
+        build_teacher_cache(
             *val_files, out, wrong, render=RENDER, build=BuildConfig(samples_per_shard=PER)
         )
     assert not out.exists()

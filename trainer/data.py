@@ -6,8 +6,8 @@ Letters used in shapes below:
     h     side of the maps in cells = S // stride
     K+1   heatmap channels (last = background), 2L PAF channels (2l = x, 2l + 1 = y)
 
-The store is never loaded into memory: the stream reads whole shards ("blocks" of
-`samples_per_shard` samples, the unit zarr stores together) a few at a time.
+The store is never loaded into memory: the stream reads whole blocks (B samples, one zarr
+chunk, `lcdata.store.layout`) a few at a time.
 
 The order, a pure function of (seed, epoch, position), is defined by `StreamLayout`:
 
@@ -41,7 +41,6 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,161 +48,12 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from lcdata import store as st
-from lcdata.config import RenderConfig
-from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
-
-TARGET_KINDS = ("auto", "gt", "teacher", "target")
-"""`auto` = `target` when the store has corrected targets, else `gt`."""
-
-_REQUIRED_ATTRS = ("num_samples", "samples_per_shard", "skeleton", "render")
-
-
-# ---------------------------------------------------------------------------------------------
-# The store: checks at the boundary, then plain paths (nothing open crosses a fork)
-
-
-@dataclass(frozen=True)
-class StoreSpec:
-    """A checked training store, as picklable paths and numbers (no open zarr objects).
-
-    Attributes:
-        path: the store.
-        arrays: "images", "masks", "heatmaps", "pafs" -> (store directory, array path); images
-            and masks may live in the `source_store`, heatmaps/pafs are `<target>/...`.
-        target: the map group trained on: "gt", "teacher" or "target".
-        num_samples: N.
-        samples_per_shard: samples per block (zarr shard).
-        skeleton: channel layout of the maps.
-        render: input size, stride, sigma the maps were rendered with.
-        attrs: the store's `lcpose` attributes.
-    """
-
-    path: Path
-    arrays: dict[str, tuple[Path, str]]
-    target: str
-    num_samples: int
-    samples_per_shard: int
-    skeleton: Skeleton
-    render: RenderConfig
-    attrs: dict[str, Any]
-
-    @property
-    def input_size(self) -> int:
-        return self.render.input_size
-
-    @property
-    def stride(self) -> int:
-        return self.render.stride
-
-    @property
-    def grid_size(self) -> int:
-        return self.render.grid_size
-
-
-def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
-    """Check that a store can be trained on and say where each array is.
-
-    Args:
-        path: an lcdata store (GT store, or corrected store).
-        target: one of `TARGET_KINDS`.
-
-    Raises:
-        LcposeError: not an lcpose store, marked incomplete, missing the requested targets or
-            their images/masks, unfinished maps, or arrays whose shapes disagree with the
-            store's skeleton and render attributes.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise LcposeError(f"{path}: store not found")
-    if target not in TARGET_KINDS:
-        raise LcposeError(f"--target must be one of {', '.join(TARGET_KINDS)}, got {target!r}")
-    group = st.open_store(path)  # foreign / newer / incomplete stores are refused here
-    attrs = st.store_attrs(group)
-    missing = [key for key in _REQUIRED_ATTRS if key not in attrs]
-    if missing:
-        raise LcposeError(
-            f"{path}: not a training store: attribute(s) {', '.join(missing)} missing"
-        )
-    if target == "auto":
-        target = "target" if "target" in group else "gt"
-        if target == "gt" and "gt" not in group:
-            raise LcposeError(f"{path}: store has no training targets (neither target/* nor gt/*)")
-    for name in ("heatmaps", "pafs"):
-        if f"{target}/{name}" not in group:
-            raise LcposeError(
-                f"{path}: store has no '{target}' targets ({target}/{name} missing); "
-                f"choose another --target"
-            )
-    progress = f"progress/{target}"
-    if progress in group and not st.stage_complete(group, target):
-        raise LcposeError(f"{path}: the '{target}' maps are unfinished ({progress} has gaps)")
-
-    arrays: dict[str, tuple[Path, str]] = {
-        "heatmaps": (path, f"{target}/heatmaps"),
-        "pafs": (path, f"{target}/pafs"),
-    }
-    source: zarr.Group | None = None
-    for name in ("images", "masks"):
-        if name in group:
-            arrays[name] = (path, name)
-            continue
-        if source is None:
-            source_path, source = _open_source(path, attrs)
-        if name not in source:
-            raise LcposeError(f"{path}: no '{name}' here nor in its source store {source_path}")
-        arrays[name] = (source_path, name)
-
-    skeleton = Skeleton.from_attrs(attrs["skeleton"])
-    render = RenderConfig.from_attrs(attrs["render"])
-    n, s, h = int(attrs["num_samples"]), render.input_size, render.grid_size
-    if n < 1:
-        raise LcposeError(f"{path}: store holds no samples")
-    want = {
-        "images": (n, s, s, 3),
-        "masks": (n, h, h),
-        "heatmaps": (n, skeleton.num_heatmaps, h, h),
-        "pafs": (n, skeleton.num_pafs, h, h),
-    }
-    for name, (where, key) in arrays.items():
-        shape = tuple(zarr.open_array(str(where / key), mode="r").shape)
-        if shape != want[name]:
-            raise LcposeError(
-                f"{where}: array {key} has shape {shape}, expected {want[name]} from the store's "
-                f"num_samples, skeleton and render attributes"
-            )
-    return StoreSpec(
-        path=path,
-        arrays=arrays,
-        target=target,
-        num_samples=n,
-        samples_per_shard=int(attrs["samples_per_shard"]),
-        skeleton=skeleton,
-        render=render,
-        attrs=attrs,
-    )
-
-
-def _open_source(path: Path, attrs: dict[str, Any]) -> tuple[Path, zarr.Group]:
-    """The store a corrected store reads its images and masks from, checked."""
-    from lcdata.correct import resolve_source_store  # moved pairs, fingerprint check
-
-    ref = attrs.get("source_store")
-    if not ref:
-        raise LcposeError(f"{path}: store has no images/masks and no 'source_store' attribute")
-    if not Path(ref).is_absolute():  # relative to the corrected store
-        attrs = {**attrs, "source_store": str((path / ref).resolve())}
-    source = resolve_source_store(path, attrs)
-    group = st.open_store(source)
-    theirs = st.store_attrs(group)
-    for key in ("num_samples", "skeleton", "render"):
-        if theirs.get(key) != attrs.get(key):
-            raise LcposeError(
-                f"{path}: source store {source} has a different '{key}' than this store"
-            )
-    return source, group
-
+from lcdata.errors import ConfigError, LcposeError
+from lcdata.labels.augment import flip_maps
+from lcdata.labels.skeleton import Skeleton
+from lcdata.store.layout import block_range, num_blocks
+from lcdata.store.training import StoreSpec
+from trainer.config import READERS
 
 # ---------------------------------------------------------------------------------------------
 # The order: pure functions of (seed, epoch, lane, position), no I/O
@@ -216,7 +66,7 @@ class Window:
     Attributes:
         epoch: epoch the window belongs to.
         index: window number within the lane's epoch.
-        blocks: block (shard) numbers, in the order they are read.
+        blocks: block numbers, in the order they are read.
         perm: (n,) int64 positions into the window's samples, concatenated block by block, in
             stream order.
         samples: (n,) int64 store sample index of each stream position (blocks' samples
@@ -238,7 +88,7 @@ class StreamLayout:
 
     Attributes:
         num_samples: N in the store.
-        samples_per_shard: samples per block; the last block may be shorter.
+        samples_per_block: samples per block; the last block may be shorter.
         seed: non-negative root of every draw.
         num_lanes: independent readers, = DDP world size x DataLoader workers (or 1).
         shuffle_blocks: blocks per shuffle window.
@@ -246,7 +96,7 @@ class StreamLayout:
     """
 
     num_samples: int
-    samples_per_shard: int
+    samples_per_block: int
     seed: int
     num_lanes: int = 1
     shuffle_blocks: int = 4
@@ -254,23 +104,25 @@ class StreamLayout:
 
     def __post_init__(self) -> None:
         if self.seed < 0:
-            raise LcposeError(f"--seed must be >= 0, got {self.seed}")
+            raise ConfigError("StreamLayout", "seed", f"must be >= 0, got {self.seed}")
         if self.shuffle_blocks < 1:
-            raise LcposeError(f"--shuffle-blocks must be >= 1, got {self.shuffle_blocks}")
+            raise ConfigError(
+                "StreamLayout", "shuffle_blocks", f"must be >= 1, got {self.shuffle_blocks}"
+            )
         if self.num_blocks < self.num_lanes:
             raise LcposeError(
-                f"store has {self.num_blocks} shard(s) of {self.samples_per_shard} samples but "
+                f"store has {self.num_blocks} block(s) of {self.samples_per_block} samples but "
                 f"{self.num_lanes} readers (ranks x workers) need one each; use fewer --workers"
             )
 
     @property
     def num_blocks(self) -> int:
-        return st.num_shards(self.num_samples, self.samples_per_shard)
+        return num_blocks(self.num_samples, self.samples_per_block)
 
     def block_sizes(self, blocks: np.ndarray) -> np.ndarray:
         """(len(blocks),) int64 samples in each block."""
-        starts = blocks * self.samples_per_shard
-        return np.minimum(starts + self.samples_per_shard, self.num_samples) - starts
+        starts = blocks * self.samples_per_block
+        return np.minimum(starts + self.samples_per_block, self.num_samples) - starts
 
     def epoch_blocks(self, epoch: int, lane: int) -> np.ndarray:
         """Blocks of `lane` in `epoch`, in reading order."""
@@ -278,9 +130,9 @@ class StreamLayout:
         return order[lane :: self.num_lanes]
 
     def window(self, epoch: int, lane: int, index: int, blocks: np.ndarray) -> Window:
-        per = self.samples_per_shard
+        per = self.samples_per_block
         samples = np.concatenate(
-            [np.arange(*st.shard_range(int(b), self.num_samples, per)) for b in blocks]
+            [np.arange(*block_range(int(b), self.num_samples, per)) for b in blocks]
         )
         rng = np.random.default_rng([self.seed, epoch, lane, index])
         perm = rng.permutation(len(samples))
@@ -348,7 +200,7 @@ class _Reader:
     def read_blocks(self, blocks: tuple[int, ...]) -> dict[str, list[np.ndarray]]:
         """Every array's samples of `blocks`, one array per block, as stored.
 
-        The blocks are not concatenated: a window of four 368 px shards is ~100 MB, and
+        The blocks are not concatenated: a window of four 368 px blocks is ~100 MB, and
         copying it costs about as much as decompressing it; batches gather from the parts.
         """
         if self._arrays is None:
@@ -363,11 +215,11 @@ class _Reader:
             for b in blocks:
                 try:
                     out[name].append(
-                        arr[slice(*st.shard_range(b, spec.num_samples, spec.samples_per_shard))]
+                        arr[slice(*block_range(b, spec.num_samples, spec.samples_per_block))]
                     )
                 except Exception as err:  # a damaged chunk: say which one
                     where, key = spec.arrays[name]
-                    raise LcposeError(f"{where / key}: cannot read shard {b} ({err})") from err
+                    raise LcposeError(f"{where / key}: cannot read block {b} ({err})") from err
         return out
 
 
@@ -417,13 +269,8 @@ def flip_arrays(
         pafs: (B, 2L, h, h); channel c of the result is sign[c] * channel perm[c] mirrored
             (`skeleton.paf_flip`): limbs swap sides and x components change sign.
     """
-    paf_perm, paf_sign = skeleton.paf_flip()
-    return (
-        images[:, :, ::-1].copy(),
-        masks[:, :, ::-1].copy(),
-        heatmaps[:, skeleton.heatmap_flip_permutation(), :, ::-1].copy(),
-        pafs[:, paf_perm, :, ::-1] * paf_sign[None, :, None, None].astype(pafs.dtype),
-    )
+    heat, paf = flip_maps(heatmaps, pafs, skeleton=skeleton)
+    return images[:, :, ::-1].copy(), masks[:, :, ::-1].copy(), heat, paf
 
 
 def _to_batch(
@@ -532,7 +379,7 @@ class StoreStream(IterableDataset):
     ) -> None:
         super().__init__()
         if batch_size < 1:
-            raise LcposeError(f"--batch-size must be >= 1, got {batch_size}")
+            raise ConfigError("StoreStream", "batch_size", f"must be >= 1, got {batch_size}")
         self.spec = spec
         self.batch_size = batch_size
         self.seed = seed
@@ -546,7 +393,7 @@ class StoreStream(IterableDataset):
         """The order for `workers` DataLoader workers per rank (0 counts as 1)."""
         return StreamLayout(
             num_samples=self.spec.num_samples,
-            samples_per_shard=self.spec.samples_per_shard,
+            samples_per_block=self.spec.samples_per_block,
             seed=self.seed,
             num_lanes=self.world_size * max(1, workers),
             shuffle_blocks=self.shuffle_blocks,
@@ -572,7 +419,6 @@ class StoreStream(IterableDataset):
         )
 
 
-READERS = ("threads", "processes")
 PREFETCH = 4
 """Batches each reader (thread or worker process) keeps ready."""
 
@@ -592,13 +438,15 @@ def make_loader(
         pin_memory: pin batches for fast copies to a CUDA device.
 
     Raises:
-        LcposeError: more readers (ranks x workers) than the store has shards, or an unknown
+        LcposeError: more readers (ranks x workers) than the store has blocks, or an unknown
             reader.
     """
     if workers < 0:
-        raise LcposeError(f"--workers must be >= 0, got {workers}")
+        raise ConfigError("make_loader", "workers", f"must be >= 0, got {workers}")
     if reader not in READERS:
-        raise LcposeError(f"--reader must be one of {', '.join(READERS)}, got {reader!r}")
+        raise ConfigError(
+            "make_loader", "reader", f"must be one of {', '.join(READERS)}, got {reader!r}"
+        )
     stream.layout(workers)  # validates before any worker starts
     if reader == "threads" and workers > 0:
         return ThreadedBatches(stream, workers=workers, prefetch=PREFETCH, pin_memory=pin_memory)
@@ -695,3 +543,13 @@ class ThreadedBatches(Iterator[dict[str, torch.Tensor]]):
 
     def __del__(self) -> None:
         self.close()
+
+
+def close_loader(batches: Iterator[dict[str, torch.Tensor]]) -> None:
+    """Stop the readers of a `make_loader` iterator (threads, or DataLoader worker processes)."""
+    if isinstance(batches, ThreadedBatches):
+        batches.close()
+    else:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # torch's DataLoader iterator
+        if shutdown is not None:
+            shutdown()

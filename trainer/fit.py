@@ -10,6 +10,9 @@ Run folder (`out_dir`):
     checkpoint.pt   latest state, for --resume (written atomically every `checkpoint_every`
                     steps and at the end)
     final.pt        the trained model at `steps`: the same dict without optimizer state
+    steps/          with `keep_checkpoints`, every checkpoint as step_NNNNNNN.pt (no
+                    optimizer state), for learning curves
+The checkpoint format is `trainer.checkpoint`'s; the config and file names `trainer.config`'s.
 
 Distributed data parallel: under torchrun (env WORLD_SIZE > 1) every process trains on its
 own lanes of the stream (`trainer.data`), gradients are averaged by DDP, and only rank 0
@@ -21,13 +24,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import math
 import os
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,111 +40,21 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from lcdata.errors import LcposeError
-from lcdata.store import write_lock
-from trainer.data import (
-    READERS,
-    TARGET_KINDS,
-    StoreSpec,
-    StoreStream,
-    make_loader,
-    open_training_store,
-    to_device,
+from lcdata.errors import LcposeError, one_line
+from lcdata.io import atomic_path, write_json_atomic
+from lcdata.store.lock import write_lock
+from lcdata.store.training import StoreSpec, open_training_store
+from trainer.checkpoint import (
+    check_resume,
+    load_training_checkpoint,
+    make_checkpoint,
+    save_checkpoint,
+    set_rng_state,
 )
+from trainer.config import CHECKPOINT, FINAL, KEPT_DIR, LOG, RUN, TrainConfig
+from trainer.data import StoreStream, close_loader, make_loader, to_device
 from trainer.losses import stage_losses
-from trainer.models import MODELS, build_model, describe, load_backbone_weights, preprocess
-
-CHECKPOINT = "checkpoint.pt"
-FINAL = "final.pt"
-LOG = "log.csv"
-RUN = "run.json"
-CHECKPOINT_FORMAT = "lcpose-checkpoint"
-CHECKPOINT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a training run; `asdict` of it goes into every checkpoint.
-
-    Attributes:
-        model: key of `trainer.models.MODELS`.
-        model_kwargs: extra constructor options (e.g. {"num_stages": 3} for tiny).
-        steps: optimizer steps. The paper trains 2 x 10^5 (10^5 at each learning rate).
-        lr: Adam learning rate (paper: 1e-4).
-        lr_decay_at: fraction of `steps` after which the rate is multiplied by `lr_decay`
-            (paper: 1e-4 then 1e-5 after half the steps).
-        lr_decay: factor applied at `lr_decay_at`.
-        batch_size: samples per step per process; global batch = batch_size x world size.
-        seed: model initialisation and the data order.
-        workers: readers of the store (0 = read in the training thread, between steps).
-        reader: "threads" (reader threads in the training process) or "processes"
-            (DataLoader worker processes, batches through shared memory); same batches, same
-            order (`trainer.data.make_loader`).
-        shuffle_blocks: store shards per shuffle window of the data stream.
-        augment_flip: mirror half of the samples (crops were augmented when the store was
-            built, so this is off by default).
-        target: "auto" (target/* if present, else gt/*), "gt", "teacher" or "target".
-        checkpoint_every: steps between checkpoints (also written at the end).
-        log_every: steps per CSV row.
-        device: "auto" (CUDA when available), "cpu" or "cuda".
-        deterministic: `torch.use_deterministic_algorithms(True)` and no cuDNN autotuning;
-            needed for bit-identical CUDA runs, slower there; CPU runs are reproducible
-            without it.
-        backbone_weights: torchvision VGG-19 state dict loaded into cmu's backbone on a fresh
-            start (`trainer.models.load_backbone_weights`).
-    """
-
-    model: str = "tiny"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    steps: int = 200_000
-    lr: float = 1e-4
-    lr_decay_at: float = 0.5
-    lr_decay: float = 0.1
-    batch_size: int = 16
-    seed: int = 0
-    workers: int = 2
-    reader: str = "threads"
-    shuffle_blocks: int = 4
-    augment_flip: bool = False
-    target: str = "auto"
-    checkpoint_every: int = 1000
-    log_every: int = 10
-    device: str = "auto"
-    deterministic: bool = False
-    backbone_weights: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise LcposeError(f"unknown --model {self.model!r} (choose from {', '.join(MODELS)})")
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "shuffle_blocks"):
-            if getattr(self, name) < 1:
-                value = getattr(self, name)
-                raise LcposeError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-        if self.seed < 0 or self.workers < 0:
-            raise LcposeError(f"--seed and --workers must be >= 0, got {self.seed}, {self.workers}")
-        if not (self.lr > 0 and self.lr_decay > 0 and 0 <= self.lr_decay_at <= 1):
-            raise LcposeError(
-                f"need lr > 0, lr_decay > 0 and 0 <= lr_decay_at <= 1, got {self.lr}, "
-                f"{self.lr_decay}, {self.lr_decay_at}"
-            )
-        if self.reader not in READERS:
-            raise LcposeError(f"--reader must be one of {', '.join(READERS)}, got {self.reader!r}")
-        if self.target not in TARGET_KINDS:
-            raise LcposeError(
-                f"--target must be one of {', '.join(TARGET_KINDS)}, got {self.target!r}"
-            )
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise LcposeError(f"--device must be auto, cpu or cuda, got {self.device!r}")
-        if self.backbone_weights and self.model != "cmu":
-            raise LcposeError(f"--backbone-weights needs --model cmu, not {self.model!r}")
-
-
-# Config fields that must agree between a checkpoint and the run resuming it: they decide
-# the model, the learning-rate schedule or the batch sequence.
-RESUME_KEYS = (
-    "model", "model_kwargs", "steps", "lr", "lr_decay_at", "lr_decay", "batch_size", "seed",
-    "workers", "shuffle_blocks", "augment_flip",
-)  # fmt: skip
+from trainer.models import build_model, describe, load_backbone_weights, preprocess
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -207,8 +119,9 @@ def fit(
         np.random.seed(cfg.seed)  # noqa: NPY002
         model = build_model(cfg.model, spec.skeleton, spec.stride, **cfg.model_kwargs)
         if ckpt is not None:
-            path = out_dir / CHECKPOINT
-            _check_resume(ckpt, cfg, spec, model, world_size=env.world_size, path=path)
+            check_resume(
+                ckpt, cfg, spec, model, world_size=env.world_size, path=out_dir / CHECKPOINT
+            )
         elif cfg.backbone_weights:
             load_backbone_weights(model, cfg.backbone_weights)
         model.to(env.device)
@@ -219,8 +132,9 @@ def fit(
                 model.load_state_dict(ckpt["model"])
                 opt.load_state_dict(ckpt["optimizer"])
             except (RuntimeError, ValueError, KeyError) as err:  # e.g. a changed model layout
-                text = " ".join(str(err).split())[:200]
-                raise LcposeError(f"{out_dir / CHECKPOINT}: cannot resume: {text}") from None
+                raise LcposeError(
+                    f"{out_dir / CHECKPOINT}: cannot resume: {one_line(err)}"
+                ) from None
             start = int(ckpt["step"])
         if env.world_size > 1:
             dist.barrier()  # every rank has checked --out before rank 0 writes into it
@@ -245,7 +159,7 @@ def fit(
         if ckpt is not None:
             # after the loader, which draws its base seed from the global generator: a resumed
             # run then holds the generator states of an uninterrupted one
-            _set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"])
         columns = log_columns(model.num_stages)
         log = None
         if env.rank == 0:
@@ -253,26 +167,15 @@ def fit(
             _write_run_json(out_dir, cfg, spec, model, env, start)
             log = _CsvLog(out_dir / LOG, columns, keep_until=start)
 
-        def checkpoint(step: int) -> dict[str, Any]:
-            return {
-                "format": CHECKPOINT_FORMAT,
-                "format_version": CHECKPOINT_VERSION,
-                "model": model.state_dict(),  # the raw module's keys, never "module.*"
-                "model_name": cfg.model,
-                "stride": spec.stride,
-                "input_size": spec.input_size,
-                "skeleton": spec.skeleton.to_attrs(),
-                "model_kwargs": dict(model.model_kwargs),
-                "optimizer": opt.state_dict(),
-                "step": step,
-                "rng": _rng_state(),
-                "config": asdict(cfg),
-                "store_attrs": spec.attrs,
-                "store_path": str(spec.path.resolve()),
-                "target": spec.target,
-                "world_size": env.world_size,
-                "torch_version": str(torch.__version__),
-            }
+        def checkpoint(step: int, *, final: bool = False) -> dict[str, Any]:
+            return make_checkpoint(
+                model,
+                None if final else opt,
+                step=step,
+                cfg=cfg,
+                spec=spec,
+                world_size=env.world_size,
+            )
 
         model.train()
         meter = _Meter(num_stages=model.num_stages, device=env.device)
@@ -309,15 +212,18 @@ def fit(
                     log.write(row)
                 bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.0e}")
             if env.rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-                _save_atomic(checkpoint(done), out_dir / CHECKPOINT)
+                state = checkpoint(done)
+                save_checkpoint(state, out_dir / CHECKPOINT)
+                if cfg.keep_checkpoints:
+                    (out_dir / KEPT_DIR).mkdir(exist_ok=True)
+                    del state["optimizer"]
+                    save_checkpoint(state, out_dir / KEPT_DIR / f"step_{done:07d}.pt")
             bar.update()
         bar.close()
-        del batches  # stops the reader processes
+        close_loader(batches)  # stops the reader threads or processes
 
         if env.rank == 0:
-            final = checkpoint(max(start, cfg.steps))
-            del final["optimizer"]
-            _save_atomic(final, out_dir / FINAL)
+            save_checkpoint(checkpoint(max(start, cfg.steps), final=True), out_dir / FINAL)
         if env.world_size > 1:
             dist.barrier()  # nobody leaves (and tears down the group) before rank 0 has written
         step = max(start, cfg.steps)
@@ -376,32 +282,7 @@ def _session(cfg: TrainConfig) -> Iterator[_Env]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checkpoints
-
-
-def _save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file, then rename: a reader never sees half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by `fit` with `torch.load(weights_only=True)`.
-
-    Raises:
-        LcposeError: missing or unreadable file, or not a resumable lcpose checkpoint.
-    """
-    from trainer.export import load_checkpoint  # one reader of checkpoint files
-
-    ckpt = load_checkpoint(path)
-    missing = [k for k in ("optimizer", "step", "rng", "config", "store_attrs") if k not in ckpt]
-    if missing:
-        raise LcposeError(
-            f"{path}: not a resumable training checkpoint (no {', '.join(missing)}); "
-            f"final.pt holds no optimizer state, resume from checkpoint.pt"
-        )
-    return ckpt
+# Resuming
 
 
 def _prior_checkpoint(out_dir: Path, *, resume: bool) -> dict[str, Any] | None:
@@ -417,85 +298,6 @@ def _prior_checkpoint(out_dir: Path, *, resume: bool) -> dict[str, Any] | None:
     if not (out_dir / CHECKPOINT).exists():
         return None  # nothing saved yet: --resume starts from step 0
     return load_training_checkpoint(out_dir / CHECKPOINT)
-
-
-def _check_resume(
-    ckpt: dict[str, Any],
-    cfg: TrainConfig,
-    spec: StoreSpec,
-    model: nn.Module,
-    *,
-    world_size: int,
-    path: Path,
-) -> None:
-    """Refuse to continue a checkpoint with another model, store or batch sequence."""
-    where = f"{path}: cannot resume"
-    if ckpt["model_name"] != cfg.model:
-        raise LcposeError(
-            f"{where}: checkpoint is of model {ckpt['model_name']!r}, not {cfg.model!r}"
-        )
-    if dict(ckpt["model_kwargs"]) != dict(model.model_kwargs):
-        raise LcposeError(
-            f"{where}: checkpoint has model options {ckpt['model_kwargs']}, this run "
-            f"{model.model_kwargs}"
-        )
-    old_attrs = ckpt["store_attrs"]
-    keys = set(old_attrs) | set(spec.attrs)
-    changed = sorted(k for k in keys if old_attrs.get(k) != spec.attrs.get(k))
-    if changed:
-        raise LcposeError(
-            f"{where}: checkpoint was trained on another store ({ckpt.get('store_path')}; "
-            f"attribute '{changed[0]}' differs)"
-        )
-    if ckpt.get("target") != spec.target:
-        raise LcposeError(
-            f"{where}: checkpoint trained on '{ckpt.get('target')}' targets, this run on "
-            f"'{spec.target}'"
-        )
-    old_cfg = ckpt["config"]
-    new_cfg = asdict(cfg)
-    for key in RESUME_KEYS:
-        if old_cfg.get(key) != new_cfg[key]:
-            raise LcposeError(
-                f"{where}: checkpoint has {key}={old_cfg.get(key)!r}, this run "
-                f"{key}={new_cfg[key]!r}"
-            )
-    if ckpt.get("world_size", 1) != world_size:
-        raise LcposeError(
-            f"{where}: checkpoint was written by {ckpt.get('world_size')} process(es), this run "
-            f"has {world_size}; the batch sequence depends on it"
-        )
-
-
-def _rng_state() -> dict[str, Any]:
-    """Every global RNG state as tensors, lists and numbers (loadable with weights_only)."""
-    # the legacy global generator: this project never uses it, but third-party code may
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": {
-            "name": name,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
-    }
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    cuda = state.get("cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-    n = state["numpy"]
-    keys = n["keys"].numpy().astype(np.uint32)
-    np.random.set_state((n["name"], keys, n["pos"], n["has_gauss"], n["cached_gaussian"]))  # noqa: NPY002
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -566,12 +368,10 @@ class _CsvLog:
             if not rows or rows[0] != columns:
                 raise LcposeError(f"{path}: columns differ from this run's; move the file away")
             kept = [r for r in rows[1:] if r and int(r[0]) <= keep_until]
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(columns)
             writer.writerows(kept)
-        os.replace(tmp, path)
 
     def write(self, row: dict[str, float]) -> None:
         # opened per row (every log_every steps): a killed run leaves every written row intact
@@ -594,6 +394,4 @@ def _write_run_json(
         "started_at_step": start,
         "torch_version": str(torch.__version__),
     }
-    tmp = out_dir / (RUN + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    os.replace(tmp, out_dir / RUN)
+    write_json_atomic(out_dir / RUN, info, indent=2)

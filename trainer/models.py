@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
+from lcdata.errors import LcposeError, one_line
+from lcdata.labels.skeleton import Skeleton
+from trainer.config import MODEL_NAMES
 
 Stages = list[tuple[Tensor, Tensor]]
 """Per stage (heatmaps (N, K+1, h, h), pafs (N, 2L, h, h)) float32, first stage first."""
@@ -219,7 +220,7 @@ def load_backbone_weights(model: CmuPose, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad file
-        raise LcposeError(f"{path}: not a readable state dict ({_one_line(err)})") from None
+        raise LcposeError(f"{path}: not a readable state dict ({one_line(err)})") from None
     if not isinstance(state, dict):
         raise LcposeError(f"{path}: expected a VGG-19 state dict, got {type(state).__name__}")
     new: dict[str, Tensor] = {}
@@ -241,15 +242,6 @@ def load_backbone_weights(model: CmuPose, path: str | Path) -> None:
         params = dict(model.named_parameters())
         for key, value in new.items():
             params[key].copy_(value)
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}"
-
-
-# --------------------------------------------------------------------------------------------
-# small NN
 
 
 class SmallPose(PoseModel):
@@ -365,6 +357,7 @@ class TinyPose(PoseModel):
 
 
 MODELS: dict[str, type[PoseModel]] = {"cmu": CmuPose, "small": SmallPose, "tiny": TinyPose}
+assert tuple(MODELS) == MODEL_NAMES, "trainer.config.MODEL_NAMES lists the models"
 
 
 def build_model(name: str, skeleton: Skeleton, stride: int, **model_kwargs: Any) -> PoseModel:

@@ -15,8 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from lcdata.errors import LcposeError
-
-LOG_NAME = "log.csv"  # trainer.fit.LOG; not imported from there to keep torch out of plotting
+from trainer.config import LOG as LOG_NAME
 
 
 def read_log(run_dir: str | Path) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lcdata.correct import BACKGROUND_RULES, DEFAULT_LAMBDA, MODES
+from lcdata.correction.rules import BACKGROUND_RULES, DEFAULT_LAMBDA, MODES
 
 
 @click.command("correct")
@@ -55,8 +55,8 @@ def correct(
     Modes: gt (eq. 1), max (label correction, eq. 2-3), heatmaps / pafs (correct one only),
     kd ((1-lam) GT + lam teacher, eq. 5), kd+lc ((1-lam) LC + lam teacher, eq. 6).
     """
-    from lcdata.analytics import format_analytics
-    from lcdata.correct import run_correct
+    from lcdata.correction.analytics import format_analytics
+    from lcdata.correction.write import run_correct
 
     attrs = run_correct(
         cache,

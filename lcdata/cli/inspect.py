@@ -13,7 +13,13 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect(store: str, no_stats: bool, as_json: bool) -> None:
     """Schema, shapes, chunking, bytes on disk vs raw float32 and per-channel statistics."""
-    from lcdata.inspect import format_summary, summarize
+    from lcdata.correction.analytics import format_analytics
+    from lcdata.store.inspect import format_summary, summarize
 
     summary = summarize(store, stats=not no_stats)
-    click.echo(json.dumps(summary, indent=1) if as_json else format_summary(summary))
+    if as_json:
+        click.echo(json.dumps(summary, indent=1))
+        return
+    click.echo(format_summary(summary))
+    if "analytics" in summary["attrs"]:
+        click.echo("\n" + "\n".join(format_analytics(summary["attrs"]["analytics"])))

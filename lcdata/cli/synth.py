@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from lcdata.errors import LcposeError
-from lcdata.synth import SynthConfig
+from lcdata.synth.scene import SynthConfig
 
 _DEFAULT = SynthConfig()
 
@@ -77,7 +77,7 @@ def synth(
     OUT_DIR/{train,val}/*.png, OUT_DIR/annotations/person_keypoints_{train,val}.json (noisy
     labels) and ..._clean.json (truth, with `keypoints_all`), OUT_DIR/corruption.json.
     """
-    from lcdata.synth import format_summary, generate
+    from lcdata.synth.scene import format_summary, generate
 
     for flag, n in (("--train", num_train), ("--val", num_val)):
         if n < 0:
@@ -110,9 +110,12 @@ def synth(
 @click.option("--n", "num_images", default=6, show_default=True, help="Images to draw.")
 def synth_figure(data_dir: str, out: str, num_images: int) -> None:
     """Draw train images of DATA_DIR with clean (left) and corrupted (right) keypoints."""
-    from lcdata.synth_draw import example_figure
+    from lcdata.synth.figure import example_figure
 
     if num_images < 1:
         raise LcposeError(f"--n: need at least 1 image, got {num_images}")
     example_figure(data_dir, out, num_images=num_images)
     click.echo(f"wrote {out}")
+
+
+synth.field_options = {"image_size": "--size"}

@@ -11,13 +11,15 @@ from typing import Any
 
 import click
 
+from lcdata.cli import key_values
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
+from lcdata.labels.decode import DecodeConfig
 
 _RENDER = RenderConfig()
 
 _DECODE_HELP = (
-    "Decoder option KEY=VALUE (repeatable), a field of trainer.decode.DecodeConfig, "
+    "Decoder option KEY=VALUE (repeatable), a field of lcdata.labels.decode.DecodeConfig, "
     "e.g. --decode min_parts=3 --decode share_parts=false."
 )
 
@@ -33,18 +35,16 @@ def parse_scales(text: str) -> tuple[float, ...]:
     return scales
 
 
-def parse_decode(items: tuple[str, ...]):
+def parse_decode(items: tuple[str, ...]) -> DecodeConfig:
     """KEY=VALUE strings -> `DecodeConfig` with those fields changed (typed by the field)."""
-    from trainer.decode import DecodeConfig
-
     types = {f.name: type(f.default) for f in dataclasses.fields(DecodeConfig)}
     values: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or key not in types:
+    raw_values = key_values(items, option="--decode", example="min_parts=3")
+    for key, raw in raw_values.items():
+        key = key.replace("-", "_")
+        if key not in types:
             raise LcposeError(
-                f"--decode: want KEY=VALUE with KEY one of {', '.join(types)}, got {item!r}"
+                f"--decode: want KEY=VALUE with KEY one of {', '.join(types)}, got {key!r}"
             )
         kind = types[key]
         try:
@@ -64,69 +64,6 @@ def _package_version() -> str:
         return version("lcpose")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
         return "unknown"
-
-
-def load_predictor(path: Path, *, device: str, batch_size: int):
-    """A `Predictor` and its description from an exported teacher (.pt2) or a checkpoint.
-
-    Returns:
-        (predictor, model info dict for the protocol).
-    """
-    from trainer.evaluate import Predictor
-
-    if path.suffix == ".pt2":
-        from lcdata.teacher import load_teacher
-
-        teacher = load_teacher(path, device=device)
-        predictor = Predictor(
-            teacher.predict,
-            stride=teacher.stride,
-            input_size=teacher.input_size,
-            skeleton=teacher.skeleton,
-            tile_size=teacher.input_size,
-            batch_size=batch_size,
-        )
-        info = {
-            "kind": "teacher",
-            "path": str(path),
-            "sha256": teacher.sha256,
-            "model_name": teacher.meta.get("model_name"),
-            "extra": teacher.meta.get("extra"),
-        }
-        return predictor, info
-
-    import numpy as np
-    import torch
-
-    from trainer.export import model_from_checkpoint
-    from trainer.models import preprocess
-
-    model, ckpt = model_from_checkpoint(path)
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise LcposeError(f"{path}: device {device!r} asked for but CUDA is not available")
-    model = model.to(device)
-
-    def infer(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-            heatmaps, pafs = model(preprocess(x))[-1]
-        return heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()
-
-    predictor = Predictor(
-        infer,
-        stride=ckpt.stride,
-        input_size=ckpt.input_size,
-        skeleton=ckpt.skeleton,
-        batch_size=batch_size,
-    )
-    info = {
-        "kind": "checkpoint",
-        "path": str(path),
-        "model_name": ckpt.model_name,
-        "model_kwargs": ckpt.model_kwargs,
-        "step": ckpt.step,
-    }
-    return predictor, info
 
 
 @click.command("evaluate")
@@ -195,16 +132,10 @@ def evaluate(
     COCOeval. `trainer evaluate --oracle ANNOTATIONS IMAGE_DIR` decodes rendered ground truth
     instead: the ceiling of labels plus decoder. See docs/decoding.md.
     """
-    from lcdata.skeleton import CMU_SKELETON
-    from trainer.evaluate import (
-        METRIC_NAMES,
-        Protocol,
-        evaluate_results,
-        run_model,
-        run_oracle,
-        select_records,
-        write_outputs,
-    )
+    from lcdata.labels.scoring import METRIC_NAMES, evaluate_results
+    from lcdata.labels.skeleton import CMU_SKELETON
+    from trainer.evaluate import Protocol, run_oracle, select_records, write_outputs
+    from trainer.infer import load_predictor, run_model
 
     want = 2 if oracle else 3
     if len(paths) != want:
@@ -321,7 +252,8 @@ def predict(
     """
     import cv2
 
-    from trainer.evaluate import draw_persons, heatmap_overlay, paf_overlay, predict_image
+    from trainer.draw import draw_persons, heatmap_overlay, paf_overlay
+    from trainer.infer import load_predictor, predict_image
 
     scale_list = parse_scales(scales)
     cfg = parse_decode(decode_opts)

@@ -21,8 +21,9 @@ def export(checkpoint: Path, out: Path) -> None:
     The skeleton, stride, input size and model are recorded in the file; `lcdata` refuses
     a teacher whose skeleton, stride or input size disagree with its store.
     """
-    from lcdata.teacher import file_sha256
-    from trainer.export import export_teacher, model_from_checkpoint
+    from lcdata.io import file_sha256
+    from trainer.checkpoint import model_from_checkpoint
+    from trainer.export import export_teacher
 
     model, info = model_from_checkpoint(checkpoint)
     meta = export_teacher(

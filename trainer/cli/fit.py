@@ -7,19 +7,18 @@ from pathlib import Path
 
 import click
 
-from lcdata.errors import LcposeError
+from lcdata.cli import key_values
+from lcdata.store.training import TARGET_KINDS
+from trainer.config import DEVICES, MODEL_NAMES, READERS, TrainConfig
 
-# Defaults repeat TrainConfig's (a test checks they agree): trainer.fit imports torch, and
-# `trainer --help` imports every command module, so it is imported only when a command runs.
+# defaults are TrainConfig's own (trainer.config imports no torch, so `trainer --help` stays fast)
+D = TrainConfig
 
 
 def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
     """KEY=VALUE pairs; values are JSON (numbers, true/false) or else plain strings."""
     out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LcposeError(f"--model-kwarg {item!r}: expected KEY=VALUE, e.g. num_stages=3")
+    for key, value in key_values(items, option="--model-kwarg", example="num_stages=3").items():
         try:
             out[key] = json.loads(value)
         except json.JSONDecodeError:
@@ -40,9 +39,7 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
     required=True,
     help="Run folder: checkpoint.pt, final.pt, log.csv, run.json.",
 )
-@click.option(
-    "--model", type=click.Choice(["cmu", "small", "tiny"]), default="tiny", show_default=True
-)
+@click.option("--model", type=click.Choice(MODEL_NAMES), default=D.model, show_default=True)
 @click.option(
     "--model-kwarg",
     "model_kwargs",
@@ -50,58 +47,61 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
     metavar="KEY=VALUE",
     help="Extra model option, repeatable (tiny: num_stages, width; cmu: num_stages).",
 )
-@click.option("--steps", type=int, default=200_000, show_default=True, help="Optimizer steps.")
-@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option("--steps", type=int, default=D.steps, show_default=True, help="Optimizer steps.")
+@click.option("--lr", type=float, default=D.lr, show_default=True, help="Adam learning rate.")
 @click.option(
     "--lr-decay-at",
     type=float,
-    default=0.5,
+    default=D.lr_decay_at,
     show_default=True,
     help="Fraction of the steps after which the rate is multiplied by --lr-decay.",
 )
-@click.option("--lr-decay", type=float, default=0.1, show_default=True)
+@click.option("--lr-decay", type=float, default=D.lr_decay, show_default=True)
 @click.option(
     "--batch-size",
     type=int,
-    default=16,
+    default=D.batch_size,
     show_default=True,
     help="Samples per step per process (global batch = this x processes under torchrun).",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option(
     "--workers",
     type=int,
-    default=2,
+    default=D.workers,
     show_default=True,
     help="Store readers (0 = read in the training thread between steps).",
 )
 @click.option(
     "--reader",
-    type=click.Choice(["threads", "processes"]),
-    default="threads",
+    type=click.Choice(READERS),
+    default=D.reader,
     show_default=True,
     help="Readers as threads of this process, or DataLoader worker processes (same batches).",
 )
 @click.option(
     "--target",
-    type=click.Choice(["auto", "gt", "teacher", "target"]),
-    default="auto",
+    type=click.Choice(TARGET_KINDS),
+    default=D.target,
     show_default=True,
     help="Maps to train on; auto = target/* of a corrected store, else gt/*.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint.pt.")
+@click.option("--device", type=click.Choice(DEVICES), default=D.device, show_default=True)
+@click.option("--checkpoint-every", type=int, default=D.checkpoint_every, show_default=True)
 @click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+    "--keep-checkpoints", is_flag=True, help="Also keep every checkpoint as steps/step_N.pt."
 )
-@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
-@click.option("--log-every", type=int, default=10, show_default=True, help="Steps per CSV row.")
+@click.option(
+    "--log-every", type=int, default=D.log_every, show_default=True, help="Steps per CSV row."
+)
 @click.option("--augment-flip", is_flag=True, help="Mirror half of the samples.")
 @click.option(
     "--shuffle-blocks",
     type=int,
-    default=4,
+    default=D.shuffle_blocks,
     show_default=True,
-    help="Store shards mixed per shuffle window.",
+    help="Store blocks mixed per shuffle window.",
 )
 @click.option(
     "--deterministic", is_flag=True, help="Deterministic algorithms (bit-exact CUDA reruns)."
@@ -130,6 +130,7 @@ def fit(
     resume: bool,
     device: str,
     checkpoint_every: int,
+    keep_checkpoints: bool,
     log_every: int,
     augment_flip: bool,
     shuffle_blocks: int,
@@ -141,7 +142,6 @@ def fit(
 
     Multi-GPU: torchrun --nproc-per-node N -m trainer fit ... (DDP, one process per GPU).
     """
-    from trainer.fit import TrainConfig
     from trainer.fit import fit as run_fit
 
     cfg = TrainConfig(
@@ -159,6 +159,7 @@ def fit(
         augment_flip=augment_flip,
         target=target,
         checkpoint_every=checkpoint_every,
+        keep_checkpoints=keep_checkpoints,
         log_every=log_every,
         device=device,
         deterministic=deterministic,

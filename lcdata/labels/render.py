@@ -1,6 +1,7 @@
 """Encoders: keypoints -> part heatmaps and part affinity fields (PAFs); image masks -> grid masks.
 
-The decoder that inverts these lives in `trainer/decode.py`; a round-trip test ties them.
+The decoder that inverts these lives beside it, in `lcdata.labels.decode` (mmpose's codec
+pairs, as neighbouring modules); a round-trip test ties them.
 
 Letters used in shapes below:
     P     persons in one crop
@@ -9,10 +10,9 @@ Letters used in shapes below:
     h, w  output grid in cells = crop size // stride
 
 Coordinates: points are (x, y) in crop pixels with pixel centres at integers (OpenCV's
-convention, so `cv2.warpAffine` moves pixels and points alike). Grid cell (i, j) stands
-for crop pixel (j * stride + (stride - 1) / 2, i * stride + (stride - 1) / 2): the centre of
-the stride x stride block of pixels it pools. Mirroring a crop of S = h * stride pixels
-about its centre maps cell centres onto cell centres, so rendering commutes with flips.
+convention, so `cv2.warpAffine` moves pixels and points alike); cells sit on the grid of
+`lcdata.labels.grid` (cell (i, j) at pixel (j * stride + (stride - 1) / 2, ...)), so
+rendering commutes with flips.
 """
 
 from __future__ import annotations
@@ -21,26 +21,8 @@ import cv2
 import numpy as np
 
 from lcdata.config import RenderConfig
-from lcdata.skeleton import Skeleton
-
-
-def cell_centers(num_cells: int, stride: int) -> np.ndarray:
-    """(num_cells,) float32 crop-pixel coordinate of each cell centre along one axis."""
-    return (np.arange(num_cells, dtype=np.float32) * stride + (stride - 1) / 2).astype(np.float32)
-
-
-def inside_image(points_xy: np.ndarray, size_xy: np.ndarray | float) -> np.ndarray:
-    """(...,) bool: point (x, y) lies on a pixel of an image of `size_xy` = (W, H) pixels,
-    i.e. in [-0.5, W - 0.5) x [-0.5, H - 0.5)."""
-    size_xy = np.asarray(size_xy, np.float32)
-    return np.all((points_xy >= -0.5) & (points_xy < size_xy - 0.5), axis=-1)
-
-
-def grid_hw_for(cfg: RenderConfig, image_hw: tuple[int, int] | None) -> tuple[int, int]:
-    """(h, w) cells of the maps of an image of `image_hw` pixels (default: the S x S crop)."""
-    if image_hw is None:
-        return cfg.grid_size, cfg.grid_size
-    return image_hw[0] // cfg.stride, image_hw[1] // cfg.stride
+from lcdata.labels.grid import cell_centers, grid_hw_for, inside_image
+from lcdata.labels.skeleton import Skeleton
 
 
 def render_heatmaps(

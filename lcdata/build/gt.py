@@ -3,16 +3,12 @@
 Sample order is fixed by the annotation file: sample n = r * K + v is view v of the r-th
 image that has a labelled person. Each sample draws from its own generator
 `default_rng([seed, image_id, v])`, so the store is identical whatever the number of worker
-threads, the resume point or the `--shard i/n` split.
+threads, the resume point or the `--slice i/n` split.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +17,28 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from lcdata import store as st
-from lcdata.augment import View, sample_view, view_affine, warp_image, warp_mask, warp_parts
-from lcdata.coco import ImageRecord, file_sha256, ignore_mask, load_coco, read_image
 from lcdata.config import AugmentConfig, RenderConfig
-from lcdata.errors import LcposeError
-from lcdata.render import render_mask, render_targets
-from lcdata.skeleton import CMU_SKELETON, Skeleton
+from lcdata.errors import ConfigError, LcposeError
+from lcdata.io import file_sha256
+from lcdata.labels.augment import View, sample_view, view_affine, warp_image, warp_mask, warp_parts
+from lcdata.labels.coco import ImageRecord, ignore_mask, load_coco, read_image
+from lcdata.labels.render import render_mask, render_targets
+from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
+from lcdata.build.blocks import write_gt_block
+from lcdata.parallel import iter_threaded
+from lcdata.store.codec import QUANT_STEP, quantize
+from lcdata.store.layout import (
+    DEFAULT_SAMPLES_PER_BLOCK,
+    block_range,
+    create_cache,
+    finalize,
+    open_store,
+    pending_blocks,
+    read_attrs,
+    store_attrs,
+)
+from lcdata.store.lock import write_lock
+from lcdata.store.resume import first_difference, has_content
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,8 @@ class BuildConfig:
     Attributes:
         views_per_image: K augmented crops per image.
         seed: root of every sample's random generator.
-        samples_per_shard: B, samples per zarr shard (unit of writing, resume and splitting).
+        samples_per_shard: B, samples per block (one zarr chunk: the unit of writing, resume
+            and the --slice work split; the name is the store attribute's).
         min_keypoints: labelled keypoints a person needs to be a target (else it is masked).
         keypoint_field: annotation field with the keypoints ("keypoints_all" renders the
             synthetic benchmark's clean truth including points outside the image).
@@ -46,18 +58,17 @@ class BuildConfig:
 
     views_per_image: int = 1
     seed: int = 0
-    samples_per_shard: int = st.DEFAULT_SAMPLES_PER_SHARD
+    samples_per_shard: int = DEFAULT_SAMPLES_PER_BLOCK
     min_keypoints: int = 1
     keypoint_field: str = "keypoints"
     use_masks: bool = True
 
     def __post_init__(self) -> None:
-        if self.views_per_image < 1:
-            raise LcposeError(f"--views-per-image must be >= 1, got {self.views_per_image}")
-        if self.samples_per_shard < 1:
-            raise LcposeError(f"--samples-per-shard must be >= 1, got {self.samples_per_shard}")
+        for name in ("views_per_image", "samples_per_shard"):
+            if getattr(self, name) < 1:
+                raise ConfigError("BuildConfig", name, f"must be >= 1, got {getattr(self, name)}")
         if self.seed < 0:
-            raise LcposeError(f"--seed must be >= 0, got {self.seed}")
+            raise ConfigError("BuildConfig", "seed", f"must be >= 0, got {self.seed}")
 
 
 def make_view(
@@ -112,8 +123,8 @@ def make_sample(
     return {
         "images": warp_image(image, affine, s),
         "masks": render_mask(warp_mask(mask, affine, s), cfg=render),
-        "heatmaps": st.quantize(heatmaps),
-        "pafs": st.quantize(pafs),
+        "heatmaps": quantize(heatmaps),
+        "pafs": quantize(pafs),
         "image_id": np.int64(record.image_id),
         "affine": affine.astype(np.float32),
         "flipped": np.bool_(view.flip),
@@ -127,6 +138,7 @@ def labelled_records(records: list[ImageRecord]) -> list[ImageRecord]:
 
 
 def source_attrs(ann_file: str | Path, image_dir: str | Path) -> dict[str, Any]:
+    """The `source` attribute: the annotation file (path and sha256) and the image folder."""
     return {
         "annotations": str(Path(ann_file).resolve()),
         "annotations_sha256": file_sha256(ann_file),
@@ -153,7 +165,7 @@ def build_attrs(
         "augment": augment.to_attrs(),
         "build": asdict(build),
         "seed": build.seed,
-        "quant_step": st.QUANT_STEP,
+        "quant_step": QUANT_STEP,
         "source": source,
         "stages": ["gt"],
     }
@@ -164,71 +176,39 @@ _RESUME_KEYS = ("num_samples", "samples_per_shard", "skeleton", "render", "augme
 
 
 def prepare_store(
-    out: str | Path, attrs: dict[str, Any], *, resume: bool, part: tuple[int, int] | None = None
-) -> Any:
+    out: str | Path,
+    attrs: dict[str, Any],
+    *,
+    resume: bool,
+    work_slice: tuple[int, int] | None = None,
+) -> zarr.Group:
     """Create the store, or reopen it for --resume after checking it was built the same way."""
     out = Path(out)
-    exists = out.exists() and any(not p.name.startswith(".lcpose-lock") for p in out.iterdir())
-    if not exists:
-        return st.create_cache(out, attrs)
+    if not has_content(out):
+        return create_cache(out, attrs)
     if not resume:
         raise LcposeError(
             f"{out}: output exists; pass --resume to continue an interrupted build or choose "
             f"another path"
         )
-    old = st.read_attrs(out)
-    for key in _RESUME_KEYS:
-        if old.get(key) != attrs.get(key):
-            raise LcposeError(
-                f"{out}: cannot resume: the existing store was built with a different '{key}'"
-            )
+    old = read_attrs(out)
+    key = first_difference(old, attrs, _RESUME_KEYS)
+    if key is not None:
+        raise LcposeError(
+            f"{out}: cannot resume: the existing store was built with a different '{key}'"
+        )
     if old.get("source", {}).get("annotations_sha256") != attrs["source"]["annotations_sha256"]:
         raise LcposeError(f"{out}: cannot resume: the annotation file changed since the build")
-    group = st.open_store(out, mode="r+", require_complete=False)
+    group = open_store(out, mode="r+", require_complete=False)
     if "progress/gt" not in group:
         # killed while creating the arrays (progress/gt is created last): nothing was written
-        if part is not None:
+        if work_slice is not None:
             raise LcposeError(
                 f"{out}: store is being created by another slice, or its creation was killed; "
-                f"retry, or resume it once without --shard"
+                f"retry, or resume it once without --slice"
             )
-        return st.create_cache(out, attrs)
+        return create_cache(out, attrs)
     return group
-
-
-def iter_futures(
-    shards: list[int], submit: Callable[[int], Future], *, ahead: int = 2
-) -> Iterator[tuple[int, Any]]:
-    """Yield (shard, result) in order while up to `ahead` later shards are in flight."""
-    queue: list[tuple[int, Future]] = []
-    todo = iter(shards)
-    try:
-        for shard in todo:
-            queue.append((shard, submit(shard)))
-            if len(queue) > ahead:
-                break
-        while queue:
-            shard, future = queue.pop(0)
-            result = future.result()
-            nxt = next(todo, None)
-            if nxt is not None:
-                queue.append((nxt, submit(nxt)))
-            yield shard, result
-    finally:
-        for _, future in queue:  # stopped early (error, Ctrl-C): start nothing more
-            future.cancel()
-
-
-def iter_shards(
-    shards: list[int],
-    produce: Callable[[int], dict[str, np.ndarray]],
-    *,
-    workers: int,
-    ahead: int = 2,
-) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-    """Yield (shard, produce(shard)) in order, later shards produced by `workers` threads."""
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from iter_futures(shards, lambda shard: pool.submit(produce, shard), ahead=ahead)
 
 
 def load_build_inputs(
@@ -292,17 +272,17 @@ def render_samples(
     return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
 
 
-def shard_records(
-    records: list[ImageRecord], shard: int, build: BuildConfig
+def block_records(
+    records: list[ImageRecord], block: int, build: BuildConfig
 ) -> tuple[int, int, int, list[ImageRecord]]:
-    """(start, stop, first, records[first:...]): a shard's sample range and its images."""
+    """(start, stop, first, records[first:...]): a block's sample range and its images."""
     k, per = build.views_per_image, build.samples_per_shard
-    start, stop = st.shard_range(shard, len(records) * k, per)
+    start, stop = block_range(block, len(records) * k, per)
     first = start // k
     return start, stop, first, records[first : (stop - 1) // k + 1]
 
 
-def shard_producer(
+def block_producer(
     records: list[ImageRecord],
     image_dir: str | Path,
     *,
@@ -311,96 +291,14 @@ def shard_producer(
     build: BuildConfig,
     skeleton: Skeleton,
 ) -> Callable[[int], dict[str, np.ndarray]]:
-    """A function shard -> that shard's stacked samples (see `make_sample`), thread-safe."""
+    """A function block -> that block's stacked samples (see `make_sample`), thread-safe."""
     kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
 
-    def produce(shard: int) -> dict[str, np.ndarray]:
-        start, stop, first, chunk = shard_records(records, shard, build)
+    def produce(block: int) -> dict[str, np.ndarray]:
+        start, stop, first, chunk = block_records(records, block, build)
         return render_samples(chunk, first, start, stop, image_dir, **kw)
 
     return produce
-
-
-def render_and_write_shard(
-    out: str,
-    shard: int,
-    records: list[ImageRecord],
-    first: int,
-    start: int,
-    stop: int,
-    image_dir: str,
-    render: RenderConfig,
-    augment: AugmentConfig,
-    build: BuildConfig,
-    skeleton: Skeleton,
-) -> np.ndarray:
-    """Render one shard, write its GT arrays, mark it done; returns its (B, S, S, 3) crops.
-
-    Runs in a worker process of the one-pass build (`teacher_pass.build_teacher_cache`):
-    rendering is mostly small numpy operations that hold the GIL, which would stall an
-    inference loop in the same process.
-    """
-    arrays = render_samples(
-        records, first, start, stop, image_dir,
-        render=render, augment=augment, build=build, skeleton=skeleton,
-    )  # fmt: skip
-    write_gt_shard(zarr.open_group(out, mode="r+"), shard, build.samples_per_shard, arrays)
-    return arrays["images"]
-
-
-def write_teacher_shard(
-    group: Any, shard: int, start: int, heatmaps: np.ndarray, pafs: np.ndarray
-) -> None:
-    """Write one whole shard of quantised teacher outputs (float16), then mark it done in
-    progress/teacher.
-
-    Raises:
-        LcposeError: values beyond float16's range (inf after quantising) or NaN.
-    """
-    for name, q in (("heatmaps", heatmaps), ("pafs", pafs)):
-        # inf and nan are the float16 values with all exponent bits set (an integer test:
-        # numpy's float16 isfinite is not vectorised)
-        if ((q.view(np.uint16) & 0x7C00) == 0x7C00).any():
-            raise LcposeError(
-                f"shard {shard}: teacher {name} exceed the float16 range of the store "
-                f"(|x| > {float(np.finfo(np.float16).max):.0f}, or NaN)"
-            )
-    st.write_samples(group, "teacher/heatmaps", start, heatmaps)
-    st.write_samples(group, "teacher/pafs", start, pafs)
-    st.mark_shard_done(group, "teacher", shard)
-
-
-def write_teacher_shard_at(
-    out: str, shard: int, start: int, heatmaps: np.ndarray, pafs: np.ndarray
-) -> None:
-    """`write_teacher_shard` into the store at `out` (a worker process of the one-pass
-    build: this module does not load torch)."""
-    write_teacher_shard(zarr.open_group(out, mode="r+"), shard, start, heatmaps, pafs)
-
-
-WORKER_NICENESS = 10
-"""Scheduling priority drop of the GT rendering processes of the one-pass build."""
-
-
-def exit_with_parent(parent_pid: int, niceness: int = 0) -> None:
-    """Worker-process initializer: exit when the parent dies (a kill -9 of the build would
-    otherwise leave the pool's workers waiting forever on its task queue), and run at
-    `niceness` (a lower priority: where inference and rendering compete for the cores,
-    inference, the pace of the whole build, goes first and rendering takes what is left)."""
-    if niceness:
-        os.nice(niceness)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def read_shard_images(out: str, start: int, stop: int) -> np.ndarray:
-    """(B, S, S, 3) crops of samples [start, stop) of a written store."""
-    return zarr.open_group(out, mode="r")["images"][start:stop]
 
 
 def build_gt_store(
@@ -413,15 +311,15 @@ def build_gt_store(
     build: BuildConfig | None = None,
     skeleton: Skeleton = CMU_SKELETON,
     resume: bool = False,
-    part: tuple[int, int] | None = None,
+    work_slice: tuple[int, int] | None = None,
     workers: int = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write (or finish) the GT store of an annotation file. Returns the store attributes.
 
     Args:
-        part: (i, n) to write only shards s with s % n == i (several processes fill one
-            store); the store is marked complete by whichever slice finishes last.
+        work_slice: (i, n) to write only blocks s with s % n == i (several processes fill
+            one store); the store is marked complete by whichever slice finishes last.
         workers: threads rendering samples (OpenCV and numpy release the GIL).
     """
     render = render or RenderConfig()
@@ -429,42 +327,18 @@ def build_gt_store(
     build = build or BuildConfig()
     kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
     records, attrs = load_build_inputs(ann_file, image_dir, **kw)
-    if part is not None and not resume and Path(out).exists():
+    if work_slice is not None and not resume and Path(out).exists():
         resume = True  # slices share one store: the first creates it, the others join
-    with st.write_lock(out, part=part):
-        group = prepare_store(out, attrs, resume=resume, part=part)
+    with write_lock(out, work_slice=work_slice):
+        group = prepare_store(out, attrs, resume=resume, work_slice=work_slice)
         per = attrs["samples_per_shard"]
-        todo = st.pending_shards(group, "gt", part=part or (0, 1))
-        produce = shard_producer(records, image_dir, **kw)
-        bar = tqdm(total=len(todo), desc="build gt", unit="shard", disable=not progress)
-        for shard, arrays in iter_shards(todo, produce, workers=workers):
-            write_gt_shard(group, shard, per, arrays)
+        todo = pending_blocks(group, "gt", work_slice=work_slice)
+        produce = block_producer(records, image_dir, **kw)
+        bar = tqdm(total=len(todo), desc="build gt", unit="block", disable=not progress)
+        for block, arrays in iter_threaded(todo, produce, workers=workers):
+            write_gt_block(group, block, per, arrays)
             bar.update()
         bar.close()
         # a one-pass sliced build may already have added a teacher stage: all must be done
-        st.finalize(group, tuple(st.store_attrs(group).get("stages", ["gt"])))
-        return st.store_attrs(group)
-
-
-_DESTINATIONS = {
-    "images": "images",
-    "masks": "masks",
-    "heatmaps": "gt/heatmaps",
-    "pafs": "gt/pafs",
-    "image_id": "meta/image_id",
-    "affine": "meta/affine",
-    "flipped": "meta/flipped",
-    "view": "meta/view",
-}
-
-
-def write_gt_shard(group: Any, shard: int, per: int, arrays: dict[str, np.ndarray]) -> None:
-    """Write one whole shard of every per-sample array, then mark it done in progress/gt.
-
-    Whole shards only: writing part of a chunk would read, modify and rewrite it.
-    """
-    start = shard * per
-    for key, dest in _DESTINATIONS.items():
-        if dest in group:
-            st.write_samples(group, dest, start, arrays[key])
-    st.mark_shard_done(group, "gt", shard)
+        finalize(group, tuple(store_attrs(group).get("stages", ["gt"])))
+        return store_attrs(group)

@@ -24,7 +24,6 @@ imports `trainer`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -33,27 +32,14 @@ import numpy as np
 import torch
 
 from lcdata.config import RenderConfig
-from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
+from lcdata.errors import LcposeError, one_line
+from lcdata.io import file_sha256
+from lcdata.labels.skeleton import Skeleton
 
 TEACHER_FORMAT = "lcpose-teacher"
 TEACHER_FORMAT_VERSION = 1
 META_FILE = "lcpose.json"
 _REQUIRED_META = ("skeleton", "stride", "input_size", "model_name")
-
-
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    return f"{type(err).__name__}: {text[:200]}"
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Teacher:
@@ -158,7 +144,7 @@ def load_teacher(path: str | Path, *, device: str = "cpu") -> Teacher:
         program = torch.export.load(path, extra_files=extra)
     except Exception as err:  # torch raises many types for a foreign or damaged file
         raise LcposeError(
-            f"{path}: not an exported torch program ({_one_line(err)}); "
+            f"{path}: not an exported torch program ({one_line(err)}); "
             "make one with `trainer export`"
         ) from None
     meta = _parse_meta(path, extra[META_FILE])

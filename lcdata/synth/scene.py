@@ -1,7 +1,8 @@
-"""Synthetic COCO person-keypoint benchmark with the paper's four label failures and a clean truth.
+"""The synthetic benchmark's scenes: images of posed persons, their true labels, the paper's
+four label failures, and the COCO files (clean truth and noisy labels) written from them.
 
 Each image is a cluttered background, optionally a crowd region of tiny figures, and a..b
-posed stick figures (`lcdata.synth_pose`) drawn back to front (`lcdata.synth_draw`). From the
+posed stick figures (`lcdata.synth.pose`) drawn back to front (`lcdata.synth.draw`). From the
 geometry every person gets its true 17 keypoints and COCO visibility; the *noisy* labels are
 the truth after the failures of Kato et al. (sec. 3), each with its own switch or rate:
 
@@ -11,10 +12,11 @@ the truth after the failures of Kato et al. (sec. 3), each with its own switch o
 4. unannotated: each person is dropped from the noisy file with probability q, with no
    crowd/ignore region in its place.
 Failure 4 is decided first and takes all of a dropped person's keypoints; failures 1-3
-then apply in order to the annotated persons, so each removed keypoint is counted once.
+then apply in order to the annotated persons, so each removed keypoint is counted once
+(`lcdata.synth.truth` reads the cause of each back from the files, in the same order).
 
 Definitions (in image pixels, pixel centres at integers):
-    in image:   `lcdata.render.inside_image`, i.e. (x, y) in [-0.5, W - 0.5) x [-0.5, H - 0.5).
+    in image:   `lcdata.labels.grid.inside_image`, i.e. (x, y) in [-0.5, W - 0.5) x [-0.5, H - 0.5).
     occluded:   the keypoint's pixel belongs to a person drawn later (nearer); v=1, else v=2.
                 Self-occlusion (a figure's own arm over its own hip) is not modelled.
     severely occluded: every in-image pixel within `severe_radius(H)` of the keypoint's pixel
@@ -37,15 +39,14 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lcdata.config import SYNTH_RENDER, RenderConfig
-from lcdata.errors import LcposeError
-from lcdata.render import inside_image, render_heatmaps, render_pafs
-from lcdata.skeleton import CMU_SKELETON, COCO_PART_NAMES, COCO_SKELETON_EDGES, Skeleton
-from lcdata.synth_draw import background, draw_figure, finish, sample_appearance, silhouette
-from lcdata.synth_pose import NUM_KEYPOINTS, Figure, sample_figure, standing_nose_ankle
+from lcdata.errors import ConfigError, LcposeError
+from lcdata.labels.grid import inside_image
+from lcdata.labels.skeleton import COCO_PART_NAMES, COCO_SKELETON_EDGES
+from lcdata.synth.draw import background, draw_figure, finish, sample_appearance, silhouette
+from lcdata.synth.pose import NUM_KEYPOINTS, Figure, sample_figure, standing_nose_ankle
+from lcdata.synth.truth import FAILURES
 
 SPLITS: tuple[str, ...] = ("train", "val")
-FAILURES: tuple[str, ...] = ("out_of_image", "severely_occluded", "missed_visible", "unannotated")
 
 COCO_AREA_PER_NOSE_ANKLE2 = 0.3
 """COCO `area` / (nose-to-ankle distance)^2 of upright persons. Measured on the 14 upright,
@@ -105,21 +106,26 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 4096:
-            raise LcposeError(f"--size: image size must be 32..4096 px, got {self.image_size}")
+            raise ConfigError(
+                "SynthConfig",
+                "image_size",
+                f"image size must be 32..4096 px, got {self.image_size}",
+            )
         a, b = self.persons_per_image
         if not 0 <= a <= b <= 32:
-            raise LcposeError(
-                f"--persons-per-image: want a..b with 0 <= a <= b <= 32, got {a}..{b}"
+            raise ConfigError(
+                "SynthConfig",
+                "persons_per_image",
+                f"want a..b with 0 <= a <= b <= 32, got {a}..{b}",
             )
         for name in ("small_prob", "truncated", "crowd", "missed_visible", "unannotated"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                flag = "--" + name.replace("_", "-")
-                raise LcposeError(f"{flag}: rate must be in [0, 1], got {value}")
+                raise ConfigError("SynthConfig", name, f"rate must be in [0, 1], got {value}")
         for name in ("height_range", "small_range"):
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
-                raise LcposeError(f"synth config: {name} must satisfy 0 < lo <= hi, got {lo, hi}")
+                raise ConfigError("SynthConfig", name, f"must satisfy 0 < lo <= hi, got {lo, hi}")
 
     def to_attrs(self) -> dict[str, Any]:
         out = asdict(self)
@@ -308,9 +314,10 @@ def corrupt(person: Person, rng: np.random.Generator, cfg: SynthConfig) -> Noisy
 
     Failure 4 is decided first: an unannotated person loses all its keypoints to it, so
     every removed keypoint is attributed to exactly one failure and the attribution can be
-    read back from the files (`classify_drops`). Otherwise failures 1, 2, 3 apply in that
-    order. Both random draws (17 uniforms for failure 3, one for failure 4) are always made,
-    so switching one failure does not change which points another removes. With failure 1
+    read back from the files (`lcdata.synth.truth.keypoint_causes`). Otherwise failures 1,
+    2, 3 apply in that order. Both random draws (17 uniforms for failure 3, one for failure
+    4) are always made, so switching one failure does not change which points another
+    removes. With failure 1
     off, points outside the image keep their coordinates and v=1 (as in `keypoints_all`).
     """
     u_missed = rng.random(NUM_KEYPOINTS)
@@ -459,7 +466,7 @@ def generate_split(
     if split not in SPLITS:
         raise LcposeError(f"synth: unknown split {split!r}, want one of {SPLITS}")
     if num_images < 0:
-        raise LcposeError(f"--{split}: number of images must be >= 0, got {num_images}")
+        raise ConfigError("generate_split", "num_images", f"must be >= 0, got {num_images}")
     out = Path(out_dir)
     image_dir = out / split
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -547,7 +554,7 @@ def generate(
 ) -> dict[str, Any]:
     """Write the whole benchmark and `corruption.json`; returns what that file holds."""
     if seed < 0:
-        raise LcposeError(f"--seed must be >= 0, got {seed}")  # numpy seeds are non-negative
+        raise ConfigError("generate", "seed", f"must be >= 0, got {seed}")  # numpy's rule
     report: dict[str, Any] = {"seed": seed, "config": cfg.to_attrs(), "splits": {}}
     for split, n in (("train", num_train), ("val", num_val)):
         report["splits"][split] = generate_split(
@@ -582,151 +589,3 @@ def format_summary(report: dict[str, Any]) -> str:
             f"{c['persons']} persons"
         )
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading back: pairing clean and noisy labels, label mass.
-
-
-def _load(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise LcposeError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise LcposeError(f"{path}: not valid JSON ({err})") from None
-
-
-def _kps(ann: dict[str, Any], key: str) -> np.ndarray:
-    return np.asarray(ann[key], np.float64).reshape(NUM_KEYPOINTS, 3)
-
-
-def classify_drops(
-    clean_all: np.ndarray, noisy: np.ndarray | None, size_xy: tuple[int, int]
-) -> dict[str, np.ndarray]:
-    """Which failure removed each true keypoint of one person, read back from the files.
-
-    Args:
-        clean_all: (17, 3) the clean `keypoints_all`.
-        noisy: (17, 3) the noisy `keypoints`, or None when the person is unannotated.
-        size_xy: (W, H) of the image, pixels.
-
-    Returns:
-        failure name -> (17,) bool. A point labelled in the truth and not in the noisy file
-        was removed by failure 1 if outside the image, else 2 if occluded (v=1; failure 3
-        only removes v=2), else 3; all points of an unannotated person count for 4.
-    """
-    out = {name: np.zeros(NUM_KEYPOINTS, bool) for name in FAILURES}
-    if noisy is None:
-        out["unannotated"] = clean_all[:, 2] > 0
-        return out
-    gone = (clean_all[:, 2] > 0) & (noisy[:, 2] == 0)
-    inside = inside_image(clean_all[:, :2], size_xy)
-    out["out_of_image"] = gone & ~inside
-    out["severely_occluded"] = gone & inside & (clean_all[:, 2] == 1)
-    out["missed_visible"] = gone & inside & (clean_all[:, 2] == 2)
-    return out
-
-
-@dataclass
-class PairedImage:
-    """One image with its clean and noisy person labels, paired by annotation id.
-
-    Attributes:
-        image: the COCO image entry.
-        image_path: path of the PNG.
-        clean_all: ann id -> (17, 3) `keypoints_all` of every person (clean file order).
-        noisy: ann id -> (17, 3) noisy keypoints of the annotated persons.
-        bboxes: ann id -> xywh bbox.
-        crowd_boxes: xywh boxes of the crowd regions.
-    """
-
-    image: dict[str, Any]
-    image_path: Path
-    clean_all: dict[int, np.ndarray] = field(default_factory=dict)
-    noisy: dict[int, np.ndarray] = field(default_factory=dict)
-    bboxes: dict[int, list[float]] = field(default_factory=dict)
-    crowd_boxes: list[list[float]] = field(default_factory=list)
-
-    def dropped(self, ann_id: int) -> dict[str, np.ndarray]:
-        """Failure name -> (n, 2) true positions of the points it removed (failures 1-3)."""
-        kinds = classify_drops(
-            self.clean_all[ann_id],
-            self.noisy.get(ann_id),
-            (self.image["width"], self.image["height"]),
-        )
-        return {k: self.clean_all[ann_id][m, :2] for k, m in kinds.items() if k != "unannotated"}
-
-    def num_failure_kinds(self) -> int:
-        kinds = set()
-        for ann_id in self.clean_all:
-            if ann_id not in self.noisy:
-                kinds.add("unannotated")
-            kinds.update(k for k, pts in self.dropped(ann_id).items() if len(pts))
-        return len(kinds)
-
-
-def read_split(data_dir: str | Path, split: str) -> list[PairedImage]:
-    """Pair the clean and noisy annotation files of one split, image by image."""
-    root = Path(data_dir)
-    clean = _load(root / "annotations" / f"person_keypoints_{split}_clean.json")
-    noisy = _load(root / "annotations" / f"person_keypoints_{split}.json")
-    by_id = {
-        img["id"]: PairedImage(img, root / split / img["file_name"]) for img in clean["images"]
-    }
-    for ann in clean["annotations"]:
-        item = by_id[ann["image_id"]]
-        if ann["iscrowd"]:
-            item.crowd_boxes.append(ann["bbox"])
-        else:
-            item.clean_all[ann["id"]] = _kps(ann, "keypoints_all")
-            item.bboxes[ann["id"]] = ann["bbox"]
-    for ann in noisy["annotations"]:
-        if not ann["iscrowd"]:
-            by_id[ann["image_id"]].noisy[ann["id"]] = _kps(ann, "keypoints")
-    return list(by_id.values())
-
-
-def label_mass_report(
-    clean_json: str | Path,
-    noisy_json: str | Path,
-    *,
-    cfg: RenderConfig = SYNTH_RENDER,
-    skeleton: Skeleton = CMU_SKELETON,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Share of the truth's label mass that the noisy labels lack, on whole images.
-
-    The truth is rendered from the clean `keypoints_all` (so truncated limbs have PAFs), the
-    noisy labels from their `keypoints`, both by `lcdata.render` at `cfg` with `image_hw`
-    = the image size. Heatmap mass = sum of the part channels; PAF mass = sum over cells and
-    limbs of the vector length. Crowd regions are not rendered in either.
-
-    Returns:
-        {"heatmap_missing": 1 - noisy/truth heatmap mass, "paf_missing": same for PAFs,
-         "images": number of images}.
-    """
-    clean, noisy = _load(Path(clean_json)), _load(Path(noisy_json))
-    per_image: dict[int, list[list[np.ndarray]]] = {img["id"]: [[], []] for img in clean["images"]}
-    for which, data, key in ((0, clean, "keypoints_all"), (1, noisy, "keypoints")):
-        for ann in data["annotations"]:
-            if not ann["iscrowd"]:
-                per_image[ann["image_id"]][which].append(_kps(ann, key))
-    sizes = {img["id"]: (img["height"], img["width"]) for img in clean["images"]}
-    mass = np.zeros((2, 2))  # (truth, noisy) x (heatmap, paf)
-    for image_id, groups in tqdm(per_image.items(), desc="label mass", disable=not progress):
-        for which, kps in enumerate(groups):
-            if not kps:
-                continue
-            parts = skeleton.from_coco(np.stack(kps))
-            heat = render_heatmaps(parts, cfg=cfg, skeleton=skeleton, image_hw=sizes[image_id])
-            paf = render_pafs(parts, cfg=cfg, skeleton=skeleton, image_hw=sizes[image_id])
-            mass[which, 0] += heat[:-1].sum()
-            mass[which, 1] += np.linalg.norm(paf.reshape(-1, 2, *paf.shape[1:]), axis=1).sum()
-    missing = 1.0 - mass[1] / np.maximum(mass[0], 1e-9)
-    return {
-        "heatmap_missing": float(missing[0]),
-        "paf_missing": float(missing[1]),
-        "images": len(per_image),
-    }

@@ -1,11 +1,12 @@
 """Decoder: part heatmaps and part affinity fields (PAFs) -> people (Cao et al. 2017, refined).
 
-Pure numpy/OpenCV, no model: the inverse of `lcdata/render.py`. docs/decoding.md gives the
-algorithm, the measured effect of every step on COCO-MINI and the speed.
+Pure numpy/OpenCV, no model: the inverse of `lcdata.labels.render`, beside it as an encoder
+and its decoder. docs/decoding.md gives the algorithm, the measured effect of every step on
+COCO-MINI and the speed.
 
 Coordinates: the maps are a grid of `stride` input pixels per cell, cell (i, j) standing for
 input pixel (j * stride + (stride - 1) / 2, i * stride + (stride - 1) / 2) as in
-`lcdata.render.cell_centers`. Inside this module candidates live in continuous cell
+`lcdata.labels.grid`. Inside this module candidates live in continuous cell
 coordinates (cell centres at integers); `decode` returns (x, y) in input pixels (pixel
 centres at integers) and the caller maps them back to the original image.
 
@@ -42,7 +43,8 @@ import cv2
 import numpy as np
 
 from lcdata.errors import LcposeError
-from lcdata.skeleton import Skeleton
+from lcdata.labels.grid import cells_to_pixels
+from lcdata.labels.skeleton import Skeleton
 
 
 @dataclass(frozen=True)
@@ -555,7 +557,7 @@ def decode(
         score = float(kps[found, 2].mean() * len(found) / k)
         if score < cfg.min_person_score:
             continue
-        kps[found, :2] = kps[found, :2] * stride + (stride - 1) / 2
+        kps[found, :2] = cells_to_pixels(kps[found, :2], stride)
         persons.append(Person(kps, score))
     persons.sort(key=lambda p: -p.score)
     return persons

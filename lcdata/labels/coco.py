@@ -17,7 +17,6 @@ read again with `json.load`, whose error message is the one reported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -62,14 +61,6 @@ class ImageRecord:
     keypoints: np.ndarray
     boxes: np.ndarray
     ignore: list[dict[str, Any]] = field(default_factory=list)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _number(value: Any) -> bool:

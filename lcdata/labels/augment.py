@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from lcdata.config import AugmentConfig
-from lcdata.skeleton import Skeleton
+from lcdata.labels.skeleton import Skeleton
 
 PAD_VALUE = (128, 128, 128)
 """Grey fill outside the image, as CMU's trainer (the network sees it as 'no image')."""
@@ -145,3 +145,27 @@ def warp_parts(
         # the mirrored image's left arm is the original's right arm
         out = out[:, skeleton.flip_permutation()]
     return out
+
+
+def flip_maps(
+    heatmaps: np.ndarray, pafs: np.ndarray, *, skeleton: Skeleton
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror maps about the vertical axis of their grid, swapping left/right channels.
+
+    Cell j of a grid of w cells becomes cell w - 1 - j, which is pixel x -> W - 1 - x of an
+    image of W = w * stride pixels (cell centres land on cell centres). The mirror is an
+    involution, so the same call also undoes it.
+
+    Args:
+        heatmaps: (..., K+1, h, w); channel k of the result is channel perm[k] mirrored
+            (`skeleton.heatmap_flip_permutation`), background stays last.
+        pafs: (..., 2L, h, w); channel c of the result is sign[c] * channel perm[c] mirrored
+            (`skeleton.paf_flip`): limbs swap sides and x components change sign.
+
+    Returns:
+        New contiguous arrays of the input shapes and dtypes.
+    """
+    perm, sign = skeleton.paf_flip()
+    heat = heatmaps[..., skeleton.heatmap_flip_permutation(), :, ::-1]
+    paf = pafs[..., perm, :, ::-1] * sign[:, None, None].astype(pafs.dtype)
+    return np.ascontiguousarray(heat), np.ascontiguousarray(paf)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lcdata.skeleton import COCO_PART_NAMES
+from lcdata.labels.skeleton import COCO_PART_NAMES
 
 KP = {name: i for i, name in enumerate(COCO_PART_NAMES)}
 """COCO keypoint name -> index among the 17."""

@@ -1,7 +1,8 @@
 """What is in a store: schema, arrays, chunking, bytes on disk vs raw, per-channel statistics.
 
 Statistics are computed with dask straight from the zarr arrays (out of core), one task per
-shard, so inspecting a store larger than memory works.
+block, so inspecting a store larger than memory works. The correction analytics a corrected
+store carries are formatted by `lcdata.correction.analytics.format_analytics`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import zarr
 
-from lcdata import store as st
-from lcdata.skeleton import Skeleton
+from lcdata.labels.skeleton import Skeleton
+from lcdata.store.layout import MAP_GROUPS, read_attrs
+from lcdata.store.refs import open_dask
 
 
 def disk_bytes(path: Path) -> int:
@@ -29,13 +30,6 @@ def array_paths(group: zarr.Group) -> list[str]:
     )
 
 
-def open_dask(path: str | Path, name: str) -> da.Array:
-    """A dask view of one store array with one block per shard (not per sample)."""
-    arr = zarr.open_array(str(Path(path) / name), mode="r")
-    chunks = arr.shards or arr.chunks
-    return da.from_zarr(arr, chunks=chunks)
-
-
 def summarize(path: str | Path, *, stats: bool = True) -> dict[str, Any]:
     """Describe a store. Works on incomplete stores too (it says so).
 
@@ -45,7 +39,7 @@ def summarize(path: str | Path, *, stats: bool = True) -> dict[str, Any]:
         where channel statistics cover the map arrays (N, C, h, w), over every sample.
     """
     path = Path(path)
-    attrs = st.read_attrs(path)
+    attrs = read_attrs(path)
     group = zarr.open_group(str(path), mode="r")
     arrays: dict[str, Any] = {}
     for name in array_paths(group):
@@ -63,7 +57,7 @@ def summarize(path: str | Path, *, stats: bool = True) -> dict[str, Any]:
     if stats:
         lazy = {}
         for name in arrays:
-            if name.split("/")[0] in st.MAP_GROUPS and len(arrays[name]["shape"]) == 4:
+            if name.split("/")[0] in MAP_GROUPS and len(arrays[name]["shape"]) == 4:
                 x = open_dask(path, name).astype(np.float32)
                 lazy[name] = (x.mean(axis=(0, 2, 3)), x.min(axis=(0, 2, 3)), x.max(axis=(0, 2, 3)))
         (computed,) = dask.compute(lazy) if lazy else ({},)
@@ -128,9 +122,4 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{name}: per-channel mean / max")
         means, maxes = ch["mean"], ch["max"]
         lines.append("  " + " ".join(f"{m:.3f}/{x:.2f}" for m, x in zip(means, maxes, strict=True)))
-    if "analytics" in attrs:
-        from lcdata.analytics import format_analytics
-
-        lines.append("")
-        lines.extend(format_analytics(attrs["analytics"]))
     return "\n".join(lines)

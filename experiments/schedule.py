@@ -1,0 +1,173 @@
+"""Running the plan: step markers (a finished step writes `OUT/steps/<name>.json`), the
+order (longest remaining chain first) and the child processes.
+
+A step with a marker is skipped on the next run, and every step that writes a store or a
+training run resumes what an interrupted attempt left, so a killed experiment continues where
+it stopped. With `parallel` > 1 the ready steps run as child processes, each with `threads`
+torch/OpenMP threads: on a 2-core machine two single-threaded trainings give more steps per
+second than one with two threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ROOT
+from experiments.plan import Step
+from lcdata.errors import LcposeError
+
+
+def marker_path(out: Path, name: str) -> Path:
+    return out / "steps" / (name.replace("/", "__") + ".json")
+
+
+def read_marker(out: Path, name: str) -> dict[str, Any] | None:
+    path = marker_path(out, name)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _priorities(steps: list[Step]) -> dict[str, float]:
+    """Longest chain of `cost` from each step to the end of the plan (list scheduling)."""
+    children: dict[str, list[str]] = {s.name: [] for s in steps}
+    for s in steps:
+        for d in s.deps:
+            if d in children:
+                children[d].append(s.name)
+    cost = {s.name: s.cost for s in steps}
+    prio: dict[str, float] = {}
+    for s in reversed(steps):  # the plan lists every step after its dependencies
+        prio[s.name] = cost[s.name] + max((prio[c] for c in children[s.name]), default=0.0)
+    return prio
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    # the child imports `experiments` from the repository like the parent does
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def run_plan(
+    out: Path,
+    steps: list[Step],
+    *,
+    parallel: int,
+    threads: int,
+    execute: Callable[[Step], dict[str, Any]],
+    echo: Callable[[str], None] = print,
+) -> list[str]:
+    """Run every unfinished step of `steps` once its dependencies are done.
+
+    parallel = 1 runs the steps in this process (`execute(step)`, which writes the marker);
+    otherwise up to `parallel` child processes (`python -m experiments.run --exec STEP`, each
+    with `threads` torch/OpenMP threads) run at once, longest remaining chain first. A
+    failure stops new launches, waits for the running steps and raises. Returns the names of
+    the steps run.
+    """
+    known = {s.name for s in steps}
+    done = {s.name for s in steps if marker_path(out, s.name).is_file()}
+    pending = [s for s in steps if s.name not in done]
+    prio = _priorities(steps)
+    ran: list[str] = []
+    if not pending:
+        return ran
+    total = len(pending)
+
+    def ready(s: Step) -> bool:
+        # a dependency outside `steps` (an --only selection) must already be done
+        return all(d in done or (d not in known and marker_path(out, d).is_file()) for d in s.deps)
+
+    if parallel <= 1:
+        while pending:
+            runnable = [s for s in pending if ready(s)]
+            if not runnable:
+                missing = sorted({d for s in pending for d in s.deps if d not in done})
+                raise LcposeError(f"steps wait for unfinished dependencies: {', '.join(missing)}")
+            step = max(runnable, key=lambda s: prio[s.name])
+            echo(f"[{len(ran) + 1}/{total}] {step.name} ...")
+            body = execute(step)
+            echo(f"[{len(ran) + 1}/{total}] {step.name} done in {body['seconds']:.1f} s")
+            done.add(step.name)
+            pending.remove(step)
+            ran.append(step.name)
+        return ran
+
+    logs = out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
+    failed: list[str] = []
+    env = _child_env(threads)
+
+    def stop_children(*_: object) -> None:
+        for proc, _, _ in running.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise SystemExit(130)
+
+    old_term = signal.signal(signal.SIGTERM, stop_children)
+    try:
+        while pending or running:
+            if not failed:
+                runnable = sorted((s for s in pending if ready(s)), key=lambda s: -prio[s.name])
+                for step in runnable[: parallel - len(running)]:
+                    log = open(logs / (step.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115
+                    cmd = [sys.executable, "-m", "experiments.run", "--out", str(out)]
+                    cmd += ["--exec", step.name]
+                    proc = subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+                    )
+                    running[step.name] = (proc, time.perf_counter(), log)
+                    pending.remove(step)
+                    echo(f"[start] {step.name}")
+                if not running and pending:
+                    missing = sorted({d for s in pending for d in s.deps if d not in done})
+                    raise LcposeError(
+                        f"steps wait for unfinished dependencies: {', '.join(missing)}"
+                    )
+            if not running:
+                break
+            time.sleep(0.2)
+            for name, (proc, t0, log) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                log.close()
+                del running[name]
+                seconds = time.perf_counter() - t0
+                if proc.returncode == 0 and marker_path(out, name).is_file():
+                    done.add(name)
+                    ran.append(name)
+                    echo(f"[done {len(ran)}/{total}] {name} in {seconds:.1f} s")
+                else:
+                    failed.append(name)
+                    echo(f"[FAILED] {name} (exit {proc.returncode}); see {logs}")
+    except KeyboardInterrupt:
+        for proc, _, _ in running.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc, _, _ in running.values():
+            proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+    if failed:
+        tails = []
+        for name in failed:
+            log_file = logs / (name.replace("/", "__") + ".log")
+            lines = log_file.read_text(errors="replace").strip().splitlines()
+            tails.append(f"{name}: {lines[-1] if lines else 'no output'}")
+        raise LcposeError("steps failed: " + " | ".join(tails))
+    return ran

@@ -1,0 +1,169 @@
+"""A store as a training run reads it: which arrays hold the crops, masks and targets (the
+targets may live in a corrected store and the crops in its source), checked once.
+
+Everything here is plain paths and numbers (no open zarr objects), so a `StoreSpec` crosses
+into reader threads and DataLoader worker processes safely; each reader opens the arrays
+itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from lcdata.config import RenderConfig
+from lcdata.errors import ConfigError, LcposeError
+from lcdata.labels.skeleton import Skeleton
+from lcdata.store.layout import open_store, stage_complete, store_attrs
+from lcdata.store.refs import resolve_source_store
+
+TARGET_KINDS = ("auto", "gt", "teacher", "target")
+"""`auto` = `target` when the store has corrected targets, else `gt`."""
+
+_REQUIRED_ATTRS = ("num_samples", "samples_per_shard", "skeleton", "render")
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A checked training store, as picklable paths and numbers (no open zarr objects).
+
+    Attributes:
+        path: the store.
+        arrays: "images", "masks", "heatmaps", "pafs" -> (store directory, array path); images
+            and masks may live in the `source_store`, heatmaps/pafs are `<target>/...`.
+        target: the map group trained on: "gt", "teacher" or "target".
+        num_samples: N.
+        samples_per_block: B, samples per block (one zarr chunk).
+        skeleton: channel layout of the maps.
+        render: input size, stride, sigma the maps were rendered with.
+        attrs: the store's `lcpose` attributes.
+    """
+
+    path: Path
+    arrays: dict[str, tuple[Path, str]]
+    target: str
+    num_samples: int
+    samples_per_block: int
+    skeleton: Skeleton
+    render: RenderConfig
+    attrs: dict[str, Any]
+
+    @property
+    def input_size(self) -> int:
+        return self.render.input_size
+
+    @property
+    def stride(self) -> int:
+        return self.render.stride
+
+    @property
+    def grid_size(self) -> int:
+        return self.render.grid_size
+
+
+def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
+    """Check that a store can be trained on and say where each array is.
+
+    Args:
+        path: an lcdata store (GT store, or corrected store).
+        target: one of `TARGET_KINDS`.
+
+    Raises:
+        LcposeError: not an lcpose store, marked incomplete, missing the requested targets or
+            their images/masks, unfinished maps, or arrays whose shapes disagree with the
+            store's skeleton and render attributes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise LcposeError(f"{path}: store not found")
+    if target not in TARGET_KINDS:
+        raise ConfigError(
+            "open_training_store",
+            "target",
+            f"must be one of {', '.join(TARGET_KINDS)}, got {target!r}",
+        )
+    group = open_store(path)  # foreign / newer / incomplete stores are refused here
+    attrs = store_attrs(group)
+    missing = [key for key in _REQUIRED_ATTRS if key not in attrs]
+    if missing:
+        raise LcposeError(
+            f"{path}: not a training store: attribute(s) {', '.join(missing)} missing"
+        )
+    if target == "auto":
+        target = "target" if "target" in group else "gt"
+        if target == "gt" and "gt" not in group:
+            raise LcposeError(f"{path}: store has no training targets (neither target/* nor gt/*)")
+    for name in ("heatmaps", "pafs"):
+        if f"{target}/{name}" not in group:
+            raise LcposeError(
+                f"{path}: store has no '{target}' targets ({target}/{name} missing); "
+                f"choose another target (--target)"
+            )
+    progress = f"progress/{target}"
+    if progress in group and not stage_complete(group, target):
+        raise LcposeError(f"{path}: the '{target}' maps are unfinished ({progress} has gaps)")
+
+    arrays: dict[str, tuple[Path, str]] = {
+        "heatmaps": (path, f"{target}/heatmaps"),
+        "pafs": (path, f"{target}/pafs"),
+    }
+    source: zarr.Group | None = None
+    for name in ("images", "masks"):
+        if name in group:
+            arrays[name] = (path, name)
+            continue
+        if source is None:
+            source_path, source = _open_source(path, attrs)
+        if name not in source:
+            raise LcposeError(f"{path}: no '{name}' here nor in its source store {source_path}")
+        arrays[name] = (source_path, name)
+
+    skeleton = Skeleton.from_attrs(attrs["skeleton"])
+    render = RenderConfig.from_attrs(attrs["render"])
+    n, s, h = int(attrs["num_samples"]), render.input_size, render.grid_size
+    if n < 1:
+        raise LcposeError(f"{path}: store holds no samples")
+    want = {
+        "images": (n, s, s, 3),
+        "masks": (n, h, h),
+        "heatmaps": (n, skeleton.num_heatmaps, h, h),
+        "pafs": (n, skeleton.num_pafs, h, h),
+    }
+    for name, (where, key) in arrays.items():
+        shape = tuple(zarr.open_array(str(where / key), mode="r").shape)
+        if shape != want[name]:
+            raise LcposeError(
+                f"{where}: array {key} has shape {shape}, expected {want[name]} from the store's "
+                f"num_samples, skeleton and render attributes"
+            )
+    return StoreSpec(
+        path=path,
+        arrays=arrays,
+        target=target,
+        num_samples=n,
+        samples_per_block=int(attrs["samples_per_shard"]),
+        skeleton=skeleton,
+        render=render,
+        attrs=attrs,
+    )
+
+
+def _open_source(path: Path, attrs: dict[str, Any]) -> tuple[Path, zarr.Group]:
+    """The store a corrected store reads its images and masks from, checked."""
+    ref = attrs.get("source_store")
+    if not ref:
+        raise LcposeError(f"{path}: store has no images/masks and no 'source_store' attribute")
+    if not Path(ref).is_absolute():  # relative to the corrected store
+        attrs = {**attrs, "source_store": str((path / ref).resolve())}
+    source = resolve_source_store(path, attrs)
+    group = open_store(source)
+    theirs = store_attrs(group)
+    for key in ("num_samples", "skeleton", "render"):
+        if theirs.get(key) != attrs.get(key):
+            raise LcposeError(
+                f"{path}: source store {source} has a different '{key}' than this store"
+            )
+    return source, group

@@ -1,0 +1,111 @@
+"""What decides a training run, importable without torch: `TrainConfig`, the model names,
+the reader kinds and the names of the files in a run folder.
+
+The command line (`trainer fit`) reads its defaults from here, so they are written once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from lcdata.errors import ConfigError
+from lcdata.store.training import TARGET_KINDS
+
+MODEL_NAMES: tuple[str, ...] = ("cmu", "small", "tiny")
+"""Keys of `trainer.models.MODELS` (which checks that they agree)."""
+READERS: tuple[str, ...] = ("threads", "processes")
+"""How the store is read: reader threads in the training process, or DataLoader workers."""
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+CHECKPOINT = "checkpoint.pt"
+"""Latest state of a run, for --resume (atomic, every `checkpoint_every` steps and at the end)."""
+FINAL = "final.pt"
+"""The trained model at `steps`: a checkpoint without optimizer state."""
+LOG = "log.csv"
+"""One row per `log_every` steps (`trainer.fit.log_columns`)."""
+RUN = "run.json"
+"""Config, store, model and world size, rewritten at every (re)start."""
+KEPT_DIR = "steps"
+"""Folder of the checkpoints kept with `keep_checkpoints` (`step_NNNNNNN.pt`)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; `asdict` of it goes into every checkpoint.
+
+    Attributes:
+        model: key of `trainer.models.MODELS`.
+        model_kwargs: extra constructor options (e.g. {"num_stages": 3} for tiny).
+        steps: optimizer steps. The paper trains 2 x 10^5 (10^5 at each learning rate).
+        lr: Adam learning rate (paper: 1e-4).
+        lr_decay_at: fraction of `steps` after which the rate is multiplied by `lr_decay`
+            (paper: 1e-4 then 1e-5 after half the steps).
+        lr_decay: factor applied at `lr_decay_at`.
+        batch_size: samples per step per process; global batch = batch_size x world size.
+        seed: model initialisation and the data order.
+        workers: readers of the store (0 = read in the training thread, between steps).
+        reader: "threads" (reader threads in the training process) or "processes"
+            (DataLoader worker processes, batches through shared memory); same batches, same
+            order (`trainer.data.make_loader`).
+        shuffle_blocks: store shards per shuffle window of the data stream.
+        augment_flip: mirror half of the samples (crops were augmented when the store was
+            built, so this is off by default).
+        target: "auto" (target/* if present, else gt/*), "gt", "teacher" or "target".
+        checkpoint_every: steps between checkpoints (also written at the end).
+        log_every: steps per CSV row.
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        deterministic: `torch.use_deterministic_algorithms(True)` and no cuDNN autotuning;
+            needed for bit-identical CUDA runs, slower there; CPU runs are reproducible
+            without it.
+        backbone_weights: torchvision VGG-19 state dict loaded into cmu's backbone on a fresh
+            start (`trainer.models.load_backbone_weights`).
+        keep_checkpoints: also keep every checkpoint as `steps/step_NNNNNNN.pt` (without
+            optimizer state), e.g. for learning curves.
+    """
+
+    model: str = "tiny"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 200_000
+    lr: float = 1e-4
+    lr_decay_at: float = 0.5
+    lr_decay: float = 0.1
+    batch_size: int = 16
+    seed: int = 0
+    workers: int = 2
+    reader: str = "threads"
+    shuffle_blocks: int = 4
+    augment_flip: bool = False
+    target: str = "auto"
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    device: str = "auto"
+    deterministic: bool = False
+    backbone_weights: str | None = None
+    keep_checkpoints: bool = False
+
+    def __post_init__(self) -> None:
+        def bad(name: str, problem: str) -> ConfigError:
+            return ConfigError("TrainConfig", name, problem)
+
+        if self.model not in MODEL_NAMES:
+            raise bad(
+                "model", f"unknown model {self.model!r} (choose from {', '.join(MODEL_NAMES)})"
+            )
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "shuffle_blocks"):
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("seed", "workers"):
+            if getattr(self, name) < 0:
+                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise bad("lr", f"must be > 0, got {self.lr}")
+        if not self.lr_decay > 0:
+            raise bad("lr_decay", f"must be > 0, got {self.lr_decay}")
+        if not 0 <= self.lr_decay_at <= 1:
+            raise bad("lr_decay_at", f"must be in [0, 1], got {self.lr_decay_at}")
+        for name, choices in (("reader", READERS), ("target", TARGET_KINDS), ("device", DEVICES)):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.backbone_weights and self.model != "cmu":
+            raise bad("backbone_weights", f"needs model cmu, not {self.model!r}")
