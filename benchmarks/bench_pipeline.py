@@ -1,5 +1,7 @@
-"""Input pipeline: the trainer's store reader against the classic on-the-fly loader, and the
-tiny model's training step with real data against data already in memory.
+"""Input pipeline benchmark: the store reader against a classic on-the-fly loader.
+
+Also the tiny model's training step with batches from the store against batches already in
+memory.
 
 Store reader: `trainer.data.make_loader(StoreStream(spec, batch_size=B, seed=0), workers=W)`
 on a GT store: whole shards decompressed by W reader threads (the default) or W DataLoader

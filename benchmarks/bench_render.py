@@ -1,5 +1,7 @@
-"""GT rendering: `lcdata.labels.render.render_targets` (vectorised over persons, parts and limbs)
-against a straightforward loop over persons and parts/limbs written here, same output.
+"""GT rendering benchmark: the vectorised encoder against a per-person loop.
+
+`lcdata.labels.render.render_targets` (vectorised over persons, parts and limbs) against a
+straightforward loop over persons and parts/limbs written here, same output.
 
 The loop is how one writes the encoder first (and how CMU's C++ `putGaussianMaps` /
 `putVecMaps` are organised): for every person and every part, a full-grid Gaussian maxed

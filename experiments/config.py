@@ -1,6 +1,6 @@
-"""An experiment's configuration: TOML files (optionally on top of a `base` file) read into
-typed, checked dataclasses.
+"""An experiment's configuration, read from TOML into typed, checked dataclasses.
 
+A TOML file may name a `base` file it overrides.
 Every field has its default here; a TOML file names only what differs. Unknown keys are
 refused with the file and the key. The `[train]`, `[data.synth]` and `[eval.decode]` tables
 are handed to the code they configure (`TrainConfig`, `SynthConfig`, `DecodeConfig`), which
@@ -22,6 +22,7 @@ from lcdata.config import PRESETS, RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.io import read_json, write_json_atomic
 from lcdata.store.resume import first_difference
+from trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 """Repository root: relative paths in a config are relative to it."""
@@ -171,8 +172,6 @@ class ExperimentConfig:
 
     @property
     def train_steps(self) -> int:
-        from trainer.config import TrainConfig
-
         return int(self.train.get("steps", TrainConfig.steps))
 
 
@@ -189,10 +188,8 @@ def _check_keys(cls: type, data: dict[str, Any], *, where: str, prefix: str = ""
             _check_keys(sub, value, where=where, prefix=f"{prefix}{key}.")
 
 
-def train_config(cfg: ExperimentConfig, *, seed: int, target: str) -> Any:
+def train_config(cfg: ExperimentConfig, *, seed: int, target: str) -> TrainConfig:
     """The `TrainConfig` of every model of the experiment (only seed and target group vary)."""
-    from trainer.config import TrainConfig
-
     fields = dict(cfg.train)
     fields.update(seed=int(seed), target=target)
     try:

@@ -1,6 +1,7 @@
-"""The experiment's plan: data sets, and every step with its dependencies, as a pure
-function of the config (no I/O); `experiments.schedule` runs it, `experiments.steps` does
-each step.
+"""The experiment's plan: data sets and every step with its dependencies, no I/O.
+
+A pure function of the config: `experiments.schedule` runs the plan, `experiments.steps`
+does each step.
 """
 
 from __future__ import annotations

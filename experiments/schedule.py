@@ -1,6 +1,6 @@
-"""Running the plan: step markers (a finished step writes `OUT/steps/<name>.json`), the
-order (longest remaining chain first) and the child processes.
+"""Running the plan: step markers, the order of steps and their child processes.
 
+A finished step writes `OUT/steps/<name>.json`; the longest remaining chain goes first.
 A step with a marker is skipped on the next run, and every step that writes a store or a
 training run resumes what an interrupted attempt left, so a killed experiment continues where
 it stopped. With `parallel` > 1 the ready steps run as child processes, each with `threads`

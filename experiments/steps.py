@@ -1,6 +1,7 @@
-"""What each kind of step of the experiment does: a function of (config, OUT, its arguments)
-that returns JSON-safe outputs, which `execute_step` writes as the step's marker.
+"""What each kind of experiment step does, and the step markers it writes.
 
+Each kind is a function of (config, OUT, its arguments) returning JSON-safe outputs, which
+`execute_step` writes as the step's marker.
 Relative paths in a step's arguments are relative to OUT.
 """
 

@@ -1,5 +1,4 @@
-"""lcdata: COCO person keypoints -> augmentation-aligned crops, OpenPose targets, teacher
-caches and label-corrected training stores (Zarr v3).
+"""lcdata: COCO keypoints -> teacher caches -> label-corrected training stores (Zarr v3).
 
 Sub-packages by stage (lower layers never import higher ones; import-linter checks it):
 

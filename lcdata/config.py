@@ -37,7 +37,9 @@ class RenderConfig:
     def __post_init__(self) -> None:
         for name in ("stride", "input_size"):
             if getattr(self, name) <= 0:
-                raise ConfigError("RenderConfig", name, f"must be positive, got {getattr(self, name)}")
+                raise ConfigError(
+                    "RenderConfig", name, f"must be positive, got {getattr(self, name)}"
+                )
         if self.input_size % self.stride:
             raise ConfigError(
                 "RenderConfig",

@@ -1,6 +1,6 @@
-"""Running work in parallel: ordered futures, worker-process hygiene, and the dask runner
-(local threads or a dask.distributed scheduler) with a tqdm bar.
+"""Running work in parallel: ordered futures, worker processes, the dask runner.
 
+The dask runner works on local threads or a dask.distributed scheduler, with a tqdm bar.
 Every stage that processes a store block by block goes through here, so progress bars,
 read-ahead and the distributed connection are written once.
 """

@@ -9,8 +9,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from lcdata.labels import coco
 from lcdata.errors import LcposeError
+from lcdata.labels import coco
 from lcdata.labels.coco import ignore_mask, load_coco, read_image
 
 

@@ -227,7 +227,7 @@ def test_overwrite_teacher_semantics(
         run_teacher_pass(out, teachers["b"], progress=False)
     with pytest.raises(LcposeError, match="pass --overwrite-teacher"):
         run_teacher_pass(out, teachers["b"], resume=True, progress=False)
-    with pytest.raises(LcposeError, match="overwrite_teacher: cannot be combined with a work slice"):
+    with pytest.raises(LcposeError, match="overwrite_teacher: cannot be combined with a work"):
         run_teacher_pass(out, teachers["b"], overwrite=True, work_slice=(0, 2), progress=False)
     _assert_same_teacher(out, reference)  # refusals changed nothing
     attrs = run_teacher_pass(out, teachers["b"], batch_size=3, overwrite=True, progress=False)

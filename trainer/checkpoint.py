@@ -1,5 +1,6 @@
-"""Checkpoints: the one format written by `trainer fit` and read by resume, export and
-evaluation, with its version checked; and the global random states a bit-for-bit resume needs.
+"""Checkpoints: the one format, written and read here, and the RNG states of a resume.
+
+Written by `trainer fit`, read by resume, export and evaluation, its version checked.
 
 A checkpoint is a dict saved with `torch.save` and loaded with `weights_only=True`:
 

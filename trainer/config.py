@@ -1,5 +1,6 @@
-"""What decides a training run, importable without torch: `TrainConfig`, the model names,
-the reader kinds and the names of the files in a run folder.
+"""What decides a training run, importable without torch.
+
+`TrainConfig`, the model names, the reader kinds and the names of the files in a run folder.
 
 The command line (`trainer fit`) reads its defaults from here, so they are written once.
 """

@@ -1,5 +1,4 @@
-"""Correction analytics of a whole store: setup (with the clean truth), one dask task per
-block, totals, the JSON-safe `analytics` attribute and its text.
+"""Correction analytics of a whole store: setup, per-block tasks, totals and text.
 
 The statistics themselves are defined in `lcdata.correction.stats`. `lcdata correct`
 computes a block's statistics in the task that writes its targets and saves them in

@@ -1,6 +1,7 @@
-"""How much of the truth the labels lack the teacher's outputs cover: keypoint by keypoint
-and limb cell by limb cell, by the failure that removed it (the synthetic benchmark's clean
-truth, `lcdata.synth.truth`)."""
+"""How much of the truth the labels lack the teacher's outputs cover.
+
+Keypoint by keypoint and limb cell by limb cell, by the failure that removed it (the
+synthetic benchmark's clean truth, `lcdata.synth.truth`)."""
 
 from __future__ import annotations
 

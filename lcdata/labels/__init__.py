@@ -1,5 +1,6 @@
-"""Label math, no I/O beyond reading COCO files: the skeleton, COCO reading, augmentation, the
-cell <-> pixel grid, the encoders (heatmaps, PAFs, masks) and their decoder, and COCO scoring.
+"""Label math: skeleton, COCO, augmentation, the grid, encoders, decoder, scoring.
+
+No I/O beyond reading COCO files and images.
 
     skeleton   parts, limbs, flips, the COCO mapping: the one channel layout
     coco       validated COCO person-keypoint reading, ignore masks, images

@@ -1,5 +1,8 @@
-"""References between stores: a store's identity (fingerprint), the cache store a corrected
-store reads its inputs from, and dask views of any array with one block per zarr chunk."""
+"""References between stores: fingerprints, a corrected store's source, dask views.
+
+A store's identity is its metadata's fingerprint; a corrected store reads its inputs from
+the cache store it names; dask views have one block per zarr chunk.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
-"""What `--resume` compares: whether an output already holds something, and which recorded
-setting differs from the new run's."""
+"""What `--resume` compares before it continues an output.
+
+Whether an output already holds something, and which recorded setting differs from the new
+run's.
+"""
 
 from __future__ import annotations
 

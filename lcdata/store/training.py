@@ -1,6 +1,6 @@
-"""A store as a training run reads it: which arrays hold the crops, masks and targets (the
-targets may live in a corrected store and the crops in its source), checked once.
+"""A store as a training run reads it: the arrays of crops, masks and targets, checked.
 
+The targets may live in a corrected store and the crops in its source store.
 Everything here is plain paths and numbers (no open zarr objects), so a `StoreSpec` crosses
 into reader threads and DataLoader worker processes safely; each reader opens the arrays
 itself.

@@ -1,5 +1,6 @@
-"""The synthetic COCO-format benchmark: persons whose labels carry the paper's four failures,
-with the clean truth kept.
+"""The synthetic COCO-format benchmark with the paper's four label failures.
+
+The clean truth is kept beside the corrupted labels.
 
     pose     kinematic stick figures -> 17 COCO keypoints
     draw     backgrounds, appearance, figures and their silhouettes

@@ -1,5 +1,4 @@
-"""The synthetic benchmark's scenes: images of posed persons, their true labels, the paper's
-four label failures, and the COCO files (clean truth and noisy labels) written from them.
+"""The synthetic benchmark's scenes, label failures and COCO files.
 
 Each image is a cluttered background, optionally a crowd region of tiny figures, and a..b
 posed stick figures (`lcdata.synth.pose`) drawn back to front (`lcdata.synth.draw`). From the

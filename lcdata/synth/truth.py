@@ -1,5 +1,6 @@
-"""Reading the synthetic benchmark back: clean and noisy labels paired, and which of the four
-failures removed each true keypoint (the one classifier every report and analytic uses).
+"""Reading the synthetic benchmark back: paired labels and why each keypoint is missing.
+
+`keypoint_causes` is the one classifier of the failures; every report and analytic uses it.
 
 The failures are those of Kato et al. (sec. 3), in cause-code order 1..4 (`FAILURES`). The
 generator (`lcdata.synth.scene.corrupt`) decides failure 4 first and applies 1-3 in order to

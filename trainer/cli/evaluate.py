@@ -1,5 +1,7 @@
-"""`trainer evaluate` (COCO keypoint AP of a model or of the oracle) and `trainer predict`
-(decoded skeletons and map overlays as pictures)."""
+"""`trainer evaluate` (COCO keypoint AP) and `trainer predict` (pictures).
+
+`evaluate` scores a model or the oracle; `predict` draws decoded skeletons and map overlays.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +17,8 @@ from lcdata.cli import key_values
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.labels.decode import DecodeConfig
+from lcdata.labels.scoring import METRIC_NAMES, evaluate_results
+from lcdata.labels.skeleton import CMU_SKELETON
 
 _RENDER = RenderConfig()
 
@@ -132,8 +136,6 @@ def evaluate(
     COCOeval. `trainer evaluate --oracle ANNOTATIONS IMAGE_DIR` decodes rendered ground truth
     instead: the ceiling of labels plus decoder. See docs/decoding.md.
     """
-    from lcdata.labels.scoring import METRIC_NAMES, evaluate_results
-    from lcdata.labels.skeleton import CMU_SKELETON
     from trainer.evaluate import Protocol, run_oracle, select_records, write_outputs
     from trainer.infer import load_predictor, run_model
 

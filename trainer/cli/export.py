@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from lcdata.io import file_sha256
+
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
@@ -21,7 +23,6 @@ def export(checkpoint: Path, out: Path) -> None:
     The skeleton, stride, input size and model are recorded in the file; `lcdata` refuses
     a teacher whose skeleton, stride or input size disagree with its store.
     """
-    from lcdata.io import file_sha256
     from trainer.checkpoint import model_from_checkpoint
     from trainer.export import export_teacher
 
