@@ -220,6 +220,26 @@ def test_cli_build_and_inspect(val, tmp_path: Path) -> None:
     assert len(means) == 19 and means[-1] > 0.9 and max(means[:-1]) < 0.1
 
 
+def test_cli_slices_and_the_deprecated_shard_alias_fill_the_same_store(val, tmp_path) -> None:
+    common = ["--preset", "synth", "--input-size", "64", "--samples-per-shard", "8"]
+    want = tmp_path / "whole.zarr"
+    assert _cli("build-teacher-cache", *map(str, val), "--out", str(want), *common).exit_code == 0
+    out = tmp_path / "sliced.zarr"
+    first = _cli(
+        "build-teacher-cache", *map(str, val), "--out", str(out), *common, "--slice", "0/2"
+    )
+    assert first.exit_code == 0 and "incomplete (other slices pending)" in first.output
+    second = _cli(
+        "build-teacher-cache", *map(str, val), "--out", str(out), *common, "--shard", "1/2"
+    )
+    assert second.exit_code == 0, second.output
+    assert "--shard is deprecated, use --slice" in second.output and "complete" in second.output
+    a, b = open_store(want), open_store(out)
+    for name in ("images", "gt/heatmaps", "gt/pafs", "masks"):
+        np.testing.assert_array_equal(a[name][:], b[name][:])
+    assert read_attrs(out)["render"]["stride"] == 4  # the synth preset, input size overridden
+
+
 def _bad_dataset(tmp_path: Path, val, mutate) -> tuple[Path, Path]:
     data = json.loads(val[0].read_text())
     images = tmp_path / "images"

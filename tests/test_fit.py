@@ -341,3 +341,39 @@ def test_a_second_fit_on_the_same_run_folder_is_refused(store: Path, tmp_path: P
         with pytest.raises(LcposeError, match="another process is writing"):
             fit(TrainConfig(model="tiny", steps=1, batch_size=2, workers=0), store, out)
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_config_errors_name_the_field_and_the_cli_names_the_option(store, tmp_path) -> None:
+    with pytest.raises(LcposeError, match=r"^TrainConfig\.steps: must be >= 1, got 0$"):
+        TrainConfig(steps=0)
+    with pytest.raises(LcposeError, match=r"^TrainConfig\.reader: must be one of threads"):
+        TrainConfig(reader="fibres")
+    msg = _cli_error(["--store", str(store), "--out", str(tmp_path / "r"), "--steps", "0"])
+    assert msg == "Error: --steps: must be >= 1, got 0"
+    msg = _cli_error(["--store", str(store), "--out", str(tmp_path / "r"), "--lr", "-1"])
+    assert msg == "Error: --lr: must be > 0, got -1.0"
+
+
+def test_keep_checkpoints_keeps_every_checkpoint_without_optimizer(store, tmp_path) -> None:
+    run = tmp_path / "run"
+    fit(replace(CFG, keep_checkpoints=True), store, run, progress=False)
+    kept = sorted((run / "steps").glob("step_*.pt"))
+    assert [p.name for p in kept] == ["step_0000003.pt", "step_0000006.pt"]
+    last = torch.load(kept[-1], weights_only=True)
+    assert "optimizer" not in last and last["step"] == 6
+    final = torch.load(run / "final.pt", weights_only=True)
+    for name, value in final["model"].items():
+        assert torch.equal(value, last["model"][name]), name
+
+
+def test_checkpoints_of_another_format_or_a_newer_version_are_refused(store, tmp_path) -> None:
+    run = tmp_path / "run"
+    fit(replace(CFG, steps=3), store, run, progress=False)
+    ckpt = torch.load(run / "final.pt", weights_only=True)
+    assert ckpt["format"] == "lcpose-checkpoint" and ckpt["format_version"] == 1
+    torch.save({**ckpt, "format_version": 2}, tmp_path / "newer.pt")
+    with pytest.raises(LcposeError, match="format version 2 is newer than this lcpose reads"):
+        model_from_checkpoint(tmp_path / "newer.pt")
+    torch.save({**ckpt, "format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(LcposeError, match="not an lcpose checkpoint"):
+        model_from_checkpoint(tmp_path / "other.pt")

@@ -17,7 +17,7 @@ import zarr
 from lcdata.config import RenderConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.labels.skeleton import Skeleton
-from lcdata.store.layout import open_store, stage_complete, store_attrs
+from lcdata.store.layout import StoreInfo, open_store, stage_complete, store_attrs
 from lcdata.store.refs import resolve_source_store
 
 TARGET_KINDS = ("auto", "gt", "teacher", "target")
@@ -35,21 +35,33 @@ class StoreSpec:
         arrays: "images", "masks", "heatmaps", "pafs" -> (store directory, array path); images
             and masks may live in the `source_store`, heatmaps/pafs are `<target>/...`.
         target: the map group trained on: "gt", "teacher" or "target".
-        num_samples: N.
-        samples_per_block: B, samples per block (one zarr chunk).
-        skeleton: channel layout of the maps.
-        render: input size, stride, sigma the maps were rendered with.
-        attrs: the store's `lcpose` attributes.
+        info: the store's header (samples, block size, skeleton, render geometry, attrs).
     """
 
     path: Path
     arrays: dict[str, tuple[Path, str]]
     target: str
-    num_samples: int
-    samples_per_block: int
-    skeleton: Skeleton
-    render: RenderConfig
-    attrs: dict[str, Any]
+    info: StoreInfo
+
+    @property
+    def num_samples(self) -> int:
+        return self.info.num_samples
+
+    @property
+    def samples_per_block(self) -> int:
+        return self.info.samples_per_block
+
+    @property
+    def skeleton(self) -> Skeleton:
+        return self.info.skeleton
+
+    @property
+    def render(self) -> RenderConfig:
+        return self.info.render
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.info.attrs
 
     @property
     def input_size(self) -> int:
@@ -121,9 +133,9 @@ def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
             raise LcposeError(f"{path}: no '{name}' here nor in its source store {source_path}")
         arrays[name] = (source_path, name)
 
-    skeleton = Skeleton.from_attrs(attrs["skeleton"])
-    render = RenderConfig.from_attrs(attrs["render"])
-    n, s, h = int(attrs["num_samples"]), render.input_size, render.grid_size
+    info = StoreInfo.from_attrs(path, attrs)
+    skeleton, render = info.skeleton, info.render
+    n, s, h = info.num_samples, render.input_size, render.grid_size
     if n < 1:
         raise LcposeError(f"{path}: store holds no samples")
     want = {
@@ -139,16 +151,7 @@ def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
                 f"{where}: array {key} has shape {shape}, expected {want[name]} from the store's "
                 f"num_samples, skeleton and render attributes"
             )
-    return StoreSpec(
-        path=path,
-        arrays=arrays,
-        target=target,
-        num_samples=n,
-        samples_per_block=int(attrs["samples_per_shard"]),
-        skeleton=skeleton,
-        render=render,
-        attrs=attrs,
-    )
+    return StoreSpec(path=path, arrays=arrays, target=target, info=info)
 
 
 def _open_source(path: Path, attrs: dict[str, Any]) -> tuple[Path, zarr.Group]:
