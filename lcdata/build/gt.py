@@ -17,6 +17,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
+from lcdata.build.blocks import write_gt_block
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.io import file_sha256
@@ -24,7 +25,6 @@ from lcdata.labels.augment import View, sample_view, view_affine, warp_image, wa
 from lcdata.labels.coco import ImageRecord, ignore_mask, load_coco, read_image
 from lcdata.labels.render import render_mask, render_targets
 from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
-from lcdata.build.blocks import write_gt_block
 from lcdata.parallel import iter_threaded
 from lcdata.store.codec import QUANT_STEP, quantize
 from lcdata.store.layout import (
