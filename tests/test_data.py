@@ -23,8 +23,8 @@ from trainer import data as data_mod
 from trainer.data import (
     StoreStream,
     StreamLayout,
+    effective_lanes,
     flip_arrays,
-    lane_batches,
     make_loader,
     step_lane,
     to_device,
@@ -107,15 +107,23 @@ def test_lanes_are_disjoint_and_cover_each_epoch(lanes: int) -> None:
         assert sorted(seen) == list(range(32))  # disjoint (no repeats) and complete
 
 
-def test_too_many_readers_for_the_store_is_refused() -> None:
-    with pytest.raises(LcposeError, match=r"6 block\(s\) of 6 samples but 8 readers"):
+def test_more_lanes_than_blocks_is_refused_by_the_layout() -> None:
+    with pytest.raises(LcposeError, match=r"6 block\(s\) of 6 samples but 8 lanes"):
         StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0, num_lanes=8)
 
 
-def test_step_lane_is_the_dataloader_round_robin() -> None:
-    assert [step_lane(s, rank=0, workers=2) for s in range(4)] == [(0, 0), (1, 0), (0, 1), (1, 1)]
-    assert step_lane(5, rank=1, workers=2) == (3, 2)
-    assert step_lane(7, rank=1, workers=0) == (1, 7)
+def test_effective_lanes_shrink_to_the_store() -> None:
+    assert effective_lanes(2, num_blocks=6) == 2
+    assert effective_lanes(2, num_blocks=1) == 1  # a one-block store trains at the defaults
+    assert effective_lanes(4, num_blocks=6, world_size=2) == 3
+    with pytest.raises(LcposeError, match=r"1 block\(s\) but 2 ranks"):
+        effective_lanes(2, num_blocks=1, world_size=2)
+
+
+def test_step_lane_takes_the_lanes_in_turn() -> None:
+    assert [step_lane(s, rank=0, lanes=2) for s in range(4)] == [(0, 0), (1, 0), (0, 1), (1, 1)]
+    assert step_lane(5, rank=1, lanes=2) == (3, 2)
+    assert step_lane(7, rank=1, lanes=1) == (1, 7)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +133,8 @@ def test_step_lane_is_the_dataloader_round_robin() -> None:
 def test_batches_hold_the_store_samples(store: Path) -> None:
     spec = open_training_store(store)
     assert spec.target == "gt" and spec.num_samples == 32
-    layout = StreamLayout(num_samples=32, samples_per_block=PER_SHARD, seed=0)
-    batches = _take(lane_batches(spec, layout, 0, batch_size=5), 7)  # 35 samples: 2 epochs
+    stream = StoreStream(spec, batch_size=5, seed=0, lanes=1)
+    batches = _take(iter(stream), 7)  # 35 samples: 2 epochs
     g = zarr.open_group(str(store), mode="r")
     h = RENDER.grid_size
     for batch in batches:
@@ -155,15 +163,15 @@ def test_batches_hold_the_store_samples(store: Path) -> None:
     assert sorted(first_epoch.tolist()) == list(range(32))
 
 
-def test_two_workers_follow_the_plan_and_split_blocks(store: Path) -> None:
+def test_two_lanes_follow_the_plan_and_split_blocks(store: Path) -> None:
     spec = open_training_store(store)
-    stream = StoreStream(spec, batch_size=4, seed=2)
+    stream = StoreStream(spec, batch_size=4, seed=2, lanes=2)
     got = [b["index"].numpy() for b in _take(make_loader(stream, workers=2), 8)]
-    layout = stream.layout(2)
+    layout = stream.layout()
     for step, idx in enumerate(got):
-        lane, m = step_lane(step, rank=0, workers=2)
+        lane, m = step_lane(step, rank=0, lanes=2)
         np.testing.assert_array_equal(idx, layout.lane_samples(lane, start=4 * m, count=4))
-    # within an epoch (a lane's first 8 samples are: it has >= 2 blocks) the two workers read
+    # within an epoch (a lane's first 8 samples are: it has >= 2 blocks) the two lanes read
     # different blocks
     even = {int(i) // PER_SHARD for idx in got[0:4:2] for i in idx}
     odd = {int(i) // PER_SHARD for idx in got[1:4:2] for i in idx}
@@ -174,20 +182,42 @@ def test_two_workers_follow_the_plan_and_split_blocks(store: Path) -> None:
 def test_thread_and_process_readers_give_the_same_batches(store: Path, start_step: int) -> None:
     spec = open_training_store(store)
 
-    def batches(reader: str, workers: int) -> list[dict[str, torch.Tensor]]:
-        stream = StoreStream(spec, batch_size=4, seed=3, flip=True, start_step=start_step)
+    def batches(reader: str, workers: int, lanes: int = 2) -> list[dict[str, torch.Tensor]]:
+        stream = StoreStream(
+            spec, batch_size=4, seed=3, flip=True, start_step=start_step, lanes=lanes
+        )
         return _take(make_loader(stream, workers=workers, reader=reader), 9)
 
-    threads = batches("threads", 2)
-    processes = batches("processes", 2)
-    inline = batches("threads", 0)  # one lane: another order
+    reference = batches("threads", 0)  # made in this thread, between steps
+    others = [batches("threads", w) for w in (1, 2, 3)] + [
+        batches("processes", w) for w in (1, 2, 3)
+    ]
+    one_lane = batches("threads", 2, lanes=1)  # the lanes decide the order
     assert any(
-        b["index"].tolist() != i["index"].tolist() for b, i in zip(threads, inline, strict=True)
+        b["index"].tolist() != i["index"].tolist() for b, i in zip(reference, one_lane, strict=True)
     )
-    for x, y in zip(threads, processes, strict=True):
-        assert x.keys() == y.keys()
-        for key in x:
-            assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
+    for other in others:
+        for x, y in zip(reference, other, strict=True):
+            assert x.keys() == y.keys()
+            for key in x:
+                assert x[key].dtype == y[key].dtype and torch.equal(x[key], y[key]), key
+
+
+def test_default_options_train_on_a_one_block_store(store: Path, tmp_path: Path) -> None:
+    one = tmp_path / "one.zarr"
+    build_gt_store(
+        coco_mini_root() / "annotations" / "person_keypoints_val2017.json",
+        coco_mini_root() / "val2017",
+        one,
+        render=RENDER,
+        build=BuildConfig(views_per_image=1, seed=3, samples_per_shard=64),
+        progress=False,
+    )
+    spec = open_training_store(one)
+    stream = StoreStream(spec, batch_size=4, seed=0)  # default lanes (2), one block
+    assert stream.lanes == 1
+    batches = _take(make_loader(stream, workers=2), 10)
+    assert sorted(torch.cat([b["index"] for b in batches[:8]]).tolist()) == list(range(32))
 
 
 def test_reader_thread_errors_reach_the_consumer(store: Path, tmp_path: Path) -> None:
@@ -215,8 +245,8 @@ def test_ranks_read_disjoint_samples(store: Path) -> None:
     spec = open_training_store(store)
     per_rank = []
     for rank in (0, 1):
-        stream = StoreStream(spec, batch_size=2, seed=4, rank=rank, world_size=2)
-        n = _lane_epoch_length(stream.layout(0), rank) // 2  # one epoch of this rank's blocks
+        stream = StoreStream(spec, batch_size=2, seed=4, rank=rank, world_size=2, lanes=1)
+        n = _lane_epoch_length(stream.layout(), rank) // 2  # one epoch of this rank's blocks
         per_rank.append(torch.cat([b["index"] for b in _take(iter(stream), n)]).tolist())
     assert not set(per_rank[0]) & set(per_rank[1])
     assert sorted(per_rank[0] + per_rank[1]) == list(range(32))
@@ -233,13 +263,19 @@ def test_stream_is_deterministic(store: Path) -> None:
     assert not all(torch.equal(x["index"], z["index"]) for x, z in zip(a, c, strict=True))
 
 
-@pytest.mark.parametrize(("workers", "reader"), [(0, "threads"), (2, "threads"), (2, "processes")])
-def test_resume_at_step_k_gives_the_same_batches(store: Path, workers: int, reader: str) -> None:
+@pytest.mark.parametrize(
+    ("workers", "reader", "resumed_workers"),
+    [(0, "threads", 0), (2, "threads", 3), (2, "processes", 1), (1, "threads", 0)],
+)
+def test_resume_at_step_k_gives_the_same_batches(
+    store: Path, workers: int, reader: str, resumed_workers: int
+) -> None:
+    # resumed with another number of readers, as on a machine with other cores
     spec = open_training_store(store)
     stream = StoreStream(spec, batch_size=5, seed=1)
     full = _take(make_loader(stream, workers=workers, reader=reader), 12)
     stream = StoreStream(spec, batch_size=5, seed=1, start_step=7)
-    resumed = make_loader(stream, workers=workers, reader=reader)
+    resumed = make_loader(stream, workers=resumed_workers, reader=reader)
     for x, y in zip(full[7:], _take(resumed, 5), strict=True):
         for key in x:
             assert torch.equal(x[key], y[key]), key
@@ -248,17 +284,17 @@ def test_resume_at_step_k_gives_the_same_batches(store: Path, workers: int, read
 def test_seeking_far_reads_only_one_window(store: Path, monkeypatch) -> None:
     spec = open_training_store(store)
     reads: list[tuple[int, ...]] = []
-    original = data_mod._Reader.read_blocks
+    original = data_mod._Reader.read_block
 
-    def counting(self, blocks):
-        reads.append(blocks)
-        return original(self, blocks)
+    def counting(self, block):
+        reads.append(block)
+        return original(self, block)
 
-    monkeypatch.setattr(data_mod._Reader, "read_blocks", counting)
-    stream = StoreStream(spec, batch_size=4, seed=0, start_step=100_000, shuffle_blocks=2)
+    monkeypatch.setattr(data_mod._Reader, "read_block", counting)
+    stream = StoreStream(spec, batch_size=4, seed=0, start_step=100_000, shuffle_blocks=2, lanes=1)
     batch = next(iter(stream))
-    assert len(reads) <= 2  # the window holding the position (and the next, if it straddles)
-    layout = stream.layout(0)
+    assert len(reads) <= 4  # the window(s) holding the batch: 2 blocks each, no more
+    layout = stream.layout()
     np.testing.assert_array_equal(
         batch["index"].numpy(), layout.lane_samples(0, start=400_000, count=4)
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import json
+import math
 import os
 import shutil
 import socket
@@ -19,7 +21,7 @@ import trainer.fit as fit_mod
 from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError
-from lcdata.store.layout import read_attrs, update_attrs
+from lcdata.store.layout import create_maps, read_attrs, update_attrs
 from lcdata.store.lock import write_lock
 from trainer.checkpoint import model_from_checkpoint
 from trainer.cli import cli
@@ -101,7 +103,7 @@ def test_fit_lowers_the_loss_and_logs_every_column(store: Path, tmp_path: Path) 
     rows = _read_log(tmp_path / "run")
     assert list(rows[0]) == log_columns(2) == [
         "step", "epoch", "lr", "loss", "loss_heatmaps", "loss_pafs",
-        "loss_stage1", "loss_stage2", "data_s", "step_s",
+        "loss_stage1", "loss_stage2", "data_s", "step_s", "wait_share",
     ]  # fmt: skip
     assert [int(r["step"]) for r in rows] == list(range(1, 33))
     loss = np.array([float(r["loss"]) for r in rows])
@@ -377,3 +379,132 @@ def test_checkpoints_of_another_format_or_a_newer_version_are_refused(store, tmp
     torch.save({**ckpt, "format": "something-else"}, tmp_path / "other.pt")
     with pytest.raises(LcposeError, match="not an lcpose checkpoint"):
         model_from_checkpoint(tmp_path / "other.pt")
+
+
+# --------------------------------------------------------------------------------------------
+# readiness for real runs: readers, finished runs, wait share, mixed precision
+
+
+def test_resume_with_other_readers_continues_bit_for_bit(store: Path, tmp_path: Path) -> None:
+    # a run resumed on a machine with other cores: the readers change, the batches do not
+    cfg = replace(CFG, workers=2, lr_decay_at=1.0)
+    fit(cfg, store, tmp_path / "straight", progress=False)
+    fit(replace(cfg, steps=3), store, tmp_path / "moved", progress=False)
+    ckpt = _load(tmp_path / "moved" / "checkpoint.pt")
+    ckpt["config"]["steps"] = 6  # as if the run had been started for 6 steps
+    torch.save(ckpt, tmp_path / "moved" / "checkpoint.pt")
+    fit(replace(cfg, workers=0), store, tmp_path / "moved", resume=True, progress=False)
+    a, b = _load(tmp_path / "straight" / "final.pt"), _load(tmp_path / "moved" / "final.pt")
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    run = json.loads((tmp_path / "moved" / "run.json").read_text())
+    assert run["lanes"] == 2 and run["readers"] == 0
+
+
+def test_default_options_fit_a_one_block_store(tmp_path: Path) -> None:
+    root = coco_mini_root()
+    one = tmp_path / "one.zarr"
+    build_gt_store(
+        root / "annotations" / "person_keypoints_val2017.json",
+        root / "val2017",
+        one,
+        render=RENDER,
+        build=BuildConfig(views_per_image=1, seed=1, samples_per_shard=64),  # 32 samples
+        progress=False,
+    )
+    result = CliRunner().invoke(
+        cli, ["fit", "--store", str(one), "--out", str(tmp_path / "run"), "--steps", "3",
+              "--quiet", "--model-kwarg", "num_stages=1"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["config"]["workers"] == "auto" and run["readers"] >= 1
+    assert run["lanes"] == 1  # the default 2, cut to the store's one block
+
+
+def test_finished_fit_reruns_after_a_later_stage_was_added(tmp_path: Path) -> None:
+    # `make demo` twice: the teacher trained on cache.zarr, then the teacher pass added a
+    # stage (arrays and attributes) to it; re-running the finished fit must do nothing
+    store = _build(tmp_path / "cache.zarr", seed=1)
+    cfg = replace(CFG, steps=3, target="gt")
+    fit(cfg, store, tmp_path / "teacher", progress=False)
+    group = zarr.open_group(str(store), mode="r+")
+    attrs = read_attrs(store)
+    create_maps(group, "teacher", attrs)
+    update_attrs(
+        group, stages=["gt", "teacher"], teacher={"sha256": "ab" * 32, "model_name": "tiny"}
+    )
+    result = fit(cfg, store, tmp_path / "teacher", resume=True, progress=False)
+    assert result.step == 3 and result.last_row is None
+    # what training read still decides: another geometry or content is refused
+    update_attrs(group, seed=12345)
+    with pytest.raises(LcposeError, match="trained on another store .*attribute 'seed' differs"):
+        fit(cfg, store, tmp_path / "teacher", resume=True, progress=False)
+
+
+def test_log_has_the_wait_share_and_old_logs_resume(store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    fit(replace(CFG, steps=3), store, run, progress=False)
+    rows = _read_log(run)
+    for r in rows:
+        share = float(r["wait_share"])
+        assert 0 <= share <= 1
+        assert share == pytest.approx(float(r["data_s"]) / float(r["step_s"]), rel=1e-5)
+    # a log.csv of an older lcpose (no wait_share column) is continued, the column added
+    text = (run / "log.csv").read_text().splitlines()
+    old = [",".join(line.split(",")[:-1]) for line in text]
+    (run / "log.csv").write_text("\n".join(old) + "\n")
+    ckpt = _load(run / "checkpoint.pt")
+    ckpt["config"]["steps"] = 5
+    torch.save(ckpt, run / "checkpoint.pt")
+    fit(replace(CFG, steps=5), store, run, resume=True, progress=False)
+    rows = _read_log(run)
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5] and "wait_share" in rows[0]
+    from trainer.plot import read_log
+
+    assert read_log(run)["wait_share"].shape == (5,)
+
+
+def test_bf16_autocast_trains_on_cpu_close_to_fp32(store: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, steps=8, lr=2e-3, lr_decay_at=1.0, checkpoint_every=100)
+    fp32 = fit(cfg, store, tmp_path / "fp32", progress=False).last_row
+    bf16 = fit(replace(cfg, amp="bf16"), store, tmp_path / "bf16", progress=False).last_row
+    assert math.isfinite(bf16["loss"])
+    # same batches and weights at the start; bf16 rounds activations to 8 bits of mantissa
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.05)
+    assert bf16["loss"] != fp32["loss"]  # the forward really ran in bfloat16
+    assert _load(tmp_path / "bf16" / "final.pt")["config"]["amp"] == "bf16"
+    with pytest.raises(LcposeError, match="checkpoint has amp='bf16', this run amp='off'"):
+        fit(cfg, store, tmp_path / "bf16", resume=True, progress=False)
+
+
+def test_fp16_keeps_its_grad_scaler_in_the_checkpoint(store: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, steps=3, amp="fp16")
+    row = fit(cfg, store, tmp_path / "run", progress=False).last_row
+    assert math.isfinite(row["loss"])
+    ckpt = _load(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["grad_scaler"]["scale"] > 0
+    assert "grad_scaler" not in _load(tmp_path / "run" / "final.pt")
+
+
+def test_channels_last_gives_the_same_training(store: Path, tmp_path: Path) -> None:
+    cfg = replace(CFG, steps=3)
+    a = fit(cfg, store, tmp_path / "a", progress=False).last_row
+    b = fit(replace(cfg, channels_last=True), store, tmp_path / "b", progress=False).last_row
+    assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+
+
+def test_compile_wraps_the_model_and_saves_raw_weights(
+    store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    compiled = []
+
+    def fake_compile(module):  # torch.compile's contract, without a C compiler here
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    fit(replace(CFG, steps=2, compile=True), store, tmp_path / "run", progress=False)
+    assert len(compiled) == 1
+    keys = _load(tmp_path / "run" / "final.pt")["model"].keys()
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in keys)

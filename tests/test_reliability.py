@@ -231,10 +231,11 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _losses(run: Path) -> list[dict[str, str]]:
-    """log.csv rows without the timing columns (data_s, step_s), which are wall-clock."""
+    """log.csv rows without the timing columns (data_s, step_s, wait_share: wall-clock)."""
     with open(run / "log.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]
+    timing = ("_s", "wait_share")
+    return [{k: v for k, v in r.items() if not k.endswith(timing)} for r in rows]
 
 
 def check_killed_store(out: Path, stage: str, *, total: int = NUM_SHARDS) -> None:

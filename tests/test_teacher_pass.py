@@ -150,8 +150,10 @@ def test_resume_after_a_kill_equals_an_uninterrupted_pass(
 
     def dying(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt  # Ctrl-C during the third shard's inference
+        # the first call measures one block for the space estimate; Ctrl-C during the
+        # third block's inference
+        if len(calls) == 4:
+            raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(tp, "predict_block", dying)
@@ -244,8 +246,9 @@ def test_nan_outputs_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
     broken = make_teacher(tmp_path / "nan.pt2", 5, nan=True)
     with pytest.raises(LcposeError, match=r"block 0, samples from 0: .*NaN/inf"):
         run_teacher_pass(out, broken, progress=False)
-    assert read_attrs(out)["complete"] is False
-    assert not np.asarray(zarr.open_group(str(out))["progress/teacher"][:]).any()
+    # caught on the block measured for the space estimate: the GT store is left as it was
+    assert read_attrs(out)["complete"] is True and "teacher" not in read_attrs(out)["stages"]
+    assert "progress/teacher" not in zarr.open_group(str(out), mode="r")
 
 
 def test_outputs_beyond_float16_stop_the_pass(gt_store: Path, tmp_path: Path) -> None:
@@ -359,3 +362,41 @@ def test_one_pass_build_checks_the_teacher_before_writing(val_files, tmp_path: P
             *val_files, out, wrong, render=RENDER, build=BuildConfig(samples_per_shard=PER)
         )
     assert not out.exists()
+
+
+def test_bf16_teacher_pass_is_recorded_close_to_fp32_and_never_mixed(
+    gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = _copy(gt_store, tmp_path)
+    real = predict_block
+    calls = []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tp, "predict_block", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher_pass(out, teachers["a"], batch_size=3, precision="bf16", progress=False)
+    monkeypatch.setattr(tp, "predict_block", real)
+    assert read_attrs(out)["teacher"]["precision"] == "bf16"
+    # resuming in another precision would mix two kinds of maps in one array
+    with pytest.raises(LcposeError, match="computed in bf16, this pass runs in fp32"):
+        run_teacher_pass(out, teachers["a"], resume=True, progress=False)
+    run_teacher_pass(
+        out, teachers["a"], batch_size=3, precision="bf16", resume=True, progress=False
+    )
+    assert read_attrs(out)["complete"] is True
+    (h16, p16), (h32, p32) = _teacher_arrays(out), _teacher_arrays(reference)
+    assert read_attrs(reference)["teacher"]["precision"] == "fp32"
+    assert not np.array_equal(h16, h32)  # the forward really ran in bfloat16 ...
+    for a, b in ((h16, h32), (p16, p32)):  # ... and stays within its 8-bit mantissa
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        assert np.abs(a - b).max() <= 0.02 * np.abs(b).max() + 1e-3
+
+
+def test_unknown_teacher_precision_is_refused(teachers) -> None:
+    with pytest.raises(LcposeError, match="teacher precision 'fp8' unknown"):
+        load_teacher(teachers["a"], precision="fp8")

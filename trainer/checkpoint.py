@@ -13,6 +13,9 @@ A checkpoint is a dict saved with `torch.save` and loaded with `weights_only=Tru
     optimizer, rng           Adam state and every global RNG state (checkpoint.pt only)
     config                   asdict(TrainConfig)
     store_attrs, store_path, target, world_size, torch_version   what it was trained on
+    store_identity           what training read (`lcdata.store.training.training_identity`):
+                             the one thing a resume compares with the store
+    grad_scaler              the fp16 gradient scaler's state (checkpoint.pt of --amp fp16)
 
 `final.pt` is the same dict without the optimizer state.
 """
@@ -32,7 +35,7 @@ from lcdata.errors import LcposeError, one_line
 from lcdata.io import atomic_path
 from lcdata.labels.skeleton import Skeleton
 from lcdata.store.resume import first_difference
-from lcdata.store.training import StoreSpec
+from lcdata.store.training import CONTENT_ATTRS, StoreSpec, training_identity
 from trainer.config import TrainConfig
 from trainer.models import MODELS, build_model
 
@@ -46,10 +49,11 @@ RESUME_STATE = ("optimizer", "step", "rng", "config", "store_attrs")
 
 RESUME_KEYS = (
     "model", "model_kwargs", "steps", "lr", "lr_decay_at", "lr_decay", "batch_size", "seed",
-    "workers", "shuffle_blocks", "augment_flip",
+    "lanes", "shuffle_blocks", "augment_flip", "amp",
 )  # fmt: skip
 """Config fields that must agree between a checkpoint and the run resuming it: they decide
-the model, the learning-rate schedule or the batch sequence."""
+the model, the learning-rate schedule, the numerics or the batch sequence (not the number of
+readers, which never changes a batch)."""
 
 
 def make_checkpoint(
@@ -60,6 +64,7 @@ def make_checkpoint(
     cfg: TrainConfig,
     spec: StoreSpec,
     world_size: int,
+    grad_scaler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of a run at `step` (module docstring); without the optimizer
     state when `optimizer` is None (a final model)."""
@@ -78,12 +83,15 @@ def make_checkpoint(
         "config": asdict(cfg),
         "store_attrs": spec.attrs,
         "store_path": str(spec.path.resolve()),
+        "store_identity": training_identity(spec),
         "target": spec.target,
         "world_size": world_size,
         "torch_version": str(torch.__version__),
     }
     if optimizer is None:
         del ckpt["optimizer"]
+    if grad_scaler is not None:
+        ckpt["grad_scaler"] = grad_scaler
     return ckpt
 
 
@@ -159,19 +167,21 @@ def check_resume(
             f"{where}: checkpoint has model options {ckpt['model_kwargs']}, this run "
             f"{model.model_kwargs}"
         )
-    old_attrs = ckpt["store_attrs"]
-    changed = first_difference(old_attrs, spec.attrs, sorted(set(old_attrs) | set(spec.attrs)))
+    changed = _store_difference(ckpt, spec)
     if changed is not None:
         raise LcposeError(
             f"{where}: checkpoint was trained on another store ({ckpt.get('store_path')}; "
-            f"attribute '{changed}' differs)"
+            f"{changed} differs)"
         )
     if ckpt.get("target") != spec.target:
         raise LcposeError(
             f"{where}: checkpoint trained on '{ckpt.get('target')}' targets, this run on "
             f"'{spec.target}'"
         )
-    old_cfg, new_cfg = ckpt["config"], asdict(cfg)
+    old_cfg, new_cfg = dict(ckpt["config"]), asdict(cfg)
+    # checkpoints of lcpose before `lanes` existed: the stream had one lane per reader
+    old_cfg.setdefault("lanes", max(1, int(old_cfg.get("workers") or 0)))
+    old_cfg.setdefault("amp", "off")
     key = first_difference(old_cfg, new_cfg, RESUME_KEYS)
     if key is not None:
         raise LcposeError(
@@ -182,6 +192,22 @@ def check_resume(
             f"{where}: checkpoint was written by {ckpt.get('world_size')} process(es), this run "
             f"has {world_size}; the batch sequence depends on it"
         )
+
+
+def _store_difference(ckpt: dict[str, Any], spec: StoreSpec) -> str | None:
+    """What differs between the store a checkpoint trained on and `spec`, None if nothing
+    training read: the arrays' layout and the attributes that decide their content. Stages
+    added later (a teacher pass over the store a teacher trained on) change neither."""
+    old = ckpt.get("store_identity")
+    if old is None:  # checkpoints of lcpose before store_identity: the content attributes
+        changed = first_difference(ckpt["store_attrs"], spec.attrs, CONTENT_ATTRS)
+        return None if changed is None else f"attribute '{changed}'"
+    new = training_identity(spec)
+    for part in ("content", "arrays"):
+        key = first_difference(old[part], new[part], sorted(set(old[part]) | set(new[part])))
+        if key is not None:
+            return f"{'attribute' if part == 'content' else 'array'} '{key}'"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ The command line (`trainer fit`) reads its defaults from here, so they are writt
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,9 @@ MODEL_NAMES: tuple[str, ...] = ("cmu", "small", "tiny")
 READERS: tuple[str, ...] = ("threads", "processes")
 """How the store is read: reader threads in the training process, or DataLoader workers."""
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+MAX_AUTO_WORKERS = 8
+"""`workers="auto"` uses one reader per core of the process, at most this many."""
 
 CHECKPOINT = "checkpoint.pt"
 """Latest state of a run, for --resume (atomic, every `checkpoint_every` steps and at the end)."""
@@ -45,11 +49,16 @@ class TrainConfig:
         lr_decay: factor applied at `lr_decay_at`.
         batch_size: samples per step per process; global batch = batch_size x world size.
         seed: model initialisation and the data order.
-        workers: readers of the store (0 = read in the training thread, between steps).
+        lanes: sample lanes per process: disjoint streams of the store's blocks that steps
+            take in turn (`trainer.data`); the batch order depends on them, never on the
+            readers. Fewer are used when the store has fewer blocks.
+        workers: readers that make the batches: "auto" (one per core of this process, at
+            most 8) or a number (0 = in the training thread, between steps). Any number
+            gives the same batches, so a resumed run may use another.
         reader: "threads" (reader threads in the training process) or "processes"
             (DataLoader worker processes, batches through shared memory); same batches, same
             order (`trainer.data.make_loader`).
-        shuffle_blocks: store shards per shuffle window of the data stream.
+        shuffle_blocks: store blocks per shuffle window of the data stream.
         augment_flip: mirror half of the samples (crops were augmented when the store was
             built, so this is off by default).
         target: "auto" (target/* if present, else gt/*), "gt", "teacher" or "target".
@@ -63,6 +72,13 @@ class TrainConfig:
             start (`trainer.models.load_backbone_weights`).
         keep_checkpoints: also keep every checkpoint as `steps/step_NNNNNNN.pt` (without
             optimizer state), e.g. for learning curves.
+        amp: mixed precision of the forward pass: "off" (float32), "bf16" (autocast to
+            bfloat16; CPUs and recent GPUs) or "fp16" (autocast to float16 with a gradient
+            scaler; GPUs). The loss is always computed in float32.
+        channels_last: keep activations in NHWC memory order (faster convolutions on GPUs
+            with tensor cores).
+        compile: run the model through `torch.compile` (the checkpoint keeps the raw
+            module's weights).
     """
 
     model: str = "tiny"
@@ -73,7 +89,8 @@ class TrainConfig:
     lr_decay: float = 0.1
     batch_size: int = 16
     seed: int = 0
-    workers: int = 2
+    lanes: int = 2
+    workers: int | str = "auto"
     reader: str = "threads"
     shuffle_blocks: int = 4
     augment_flip: bool = False
@@ -84,6 +101,9 @@ class TrainConfig:
     deterministic: bool = False
     backbone_weights: str | None = None
     keep_checkpoints: bool = False
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> ConfigError:
@@ -93,20 +113,41 @@ class TrainConfig:
             raise bad(
                 "model", f"unknown model {self.model!r} (choose from {', '.join(MODEL_NAMES)})"
             )
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "shuffle_blocks"):
+        ones = ("steps", "batch_size", "checkpoint_every", "log_every", "shuffle_blocks", "lanes")
+        for name in ones:
             if getattr(self, name) < 1:
                 raise bad(name, f"must be >= 1, got {getattr(self, name)}")
-        for name in ("seed", "workers"):
-            if getattr(self, name) < 0:
-                raise bad(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise bad("seed", f"must be >= 0, got {self.seed}")
+        if self.workers != "auto" and not (
+            isinstance(self.workers, int)
+            and not isinstance(self.workers, bool)
+            and self.workers >= 0
+        ):
+            raise bad("workers", f"must be 'auto' or a number >= 0, got {self.workers!r}")
         if not self.lr > 0:
             raise bad("lr", f"must be > 0, got {self.lr}")
         if not self.lr_decay > 0:
             raise bad("lr_decay", f"must be > 0, got {self.lr_decay}")
         if not 0 <= self.lr_decay_at <= 1:
             raise bad("lr_decay_at", f"must be in [0, 1], got {self.lr_decay_at}")
-        for name, choices in (("reader", READERS), ("target", TARGET_KINDS), ("device", DEVICES)):
+        choosable = (
+            ("reader", READERS), ("target", TARGET_KINDS), ("device", DEVICES), ("amp", AMP_MODES)
+        )  # fmt: skip
+        for name, choices in choosable:
             if getattr(self, name) not in choices:
                 raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.backbone_weights and self.model != "cmu":
             raise bad("backbone_weights", f"needs model cmu, not {self.model!r}")
+
+
+def resolve_workers(workers: int | str, *, world_size: int = 1) -> int:
+    """The number of readers of `TrainConfig.workers`: "auto" = the cores this process may
+    use (its share of them under DDP), between 1 and `MAX_AUTO_WORKERS`."""
+    if workers != "auto":
+        return int(workers)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_AUTO_WORKERS, cores // max(1, world_size)))

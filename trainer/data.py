@@ -6,42 +6,44 @@ Letters used in shapes below:
     h     side of the maps in cells = S // stride
     K+1   heatmap channels (last = background), 2L PAF channels (2l = x, 2l + 1 = y)
 
-The store is never loaded into memory: the stream reads whole blocks (B samples, one zarr
-chunk, `lcdata.store.layout`) a few at a time.
+The store is never loaded into memory: batches are gathered from whole blocks (B samples,
+one zarr chunk, `lcdata.store.layout`), each read once and kept while it is in use.
 
 The order, a pure function of (seed, epoch, position), is defined by `StreamLayout`:
 
 1. Epoch e visits the blocks in the order `default_rng([seed, e]).permutation(num_blocks)`.
-2. The blocks are dealt to `num_lanes` = (DDP ranks x readers per rank) lanes:
-   lane g gets blocks perm[g::num_lanes], so lanes, hence workers and ranks, read disjoint
-   blocks and together cover every sample exactly once per epoch.
+2. The blocks are dealt to `num_lanes` = DDP ranks x `lanes` lanes: lane g gets blocks
+   perm[g::num_lanes], so lanes, hence ranks, read disjoint blocks and together cover every
+   sample exactly once per epoch.
 3. A lane cuts its blocks into windows of `shuffle_blocks` consecutive blocks and shuffles the
    samples inside each window with `default_rng([seed, e, g, window])` (the shuffle buffer).
    Concatenating windows and then epochs gives the lane's endless sample stream; lane batch m
    is samples [m B, (m + 1) B) of it (a batch may straddle two windows or epochs).
-4. Training step s of rank r takes lane batch s // W of lane r W + s % W, W = workers (1
-   with none), which is exactly the round-robin in which a DataLoader collects from its W
-   workers, and in which `ThreadedBatches` collects from its W reader threads. Resuming at
-   step k therefore only has to tell each reader where its first batch lies: the lane
-   position is found by summing block sizes, and only the one window the position falls
-   into is read, whatever k is.
+4. Training step s of rank r takes lane batch s // Lr of lane r Lr + s % Lr, Lr = lanes per
+   rank (`effective_lanes`: the run's `lanes`, fewer only for a store with fewer blocks).
 
-Consequence: the batch sequence depends on (seed, batch size, workers, ranks, shuffle_blocks,
-flip), and a resumed run must keep them (`trainer.fit` checks).
+The readers only decide who makes a batch (`BatchMaker.make(step)`), never what it holds:
+threads or DataLoader worker processes, any number of them, give the same batches, and a run
+resumed on a machine with other cores continues the same sequence. Resuming at step k reads
+only the windows that step k's batch falls into: the lane position is found by summing block
+sizes.
+
+Consequence: the batch sequence depends on (seed, batch size, lanes, ranks, shuffle_blocks,
+flip), and a resumed run must keep them (`trainer.checkpoint.check_resume`).
 
 Targets: `target/*` when the store has them (a corrected store), else `gt/*`; `teacher/*` or
 any of them on request. A corrected store may hold only maps and name the store with the
-images and masks in its attribute `source_store` (a path, relative to the corrected store or
-absolute); arrays the store lacks are read from there.
+images and masks in its attribute `source_store`; arrays the store lacks are read from there.
 """
 
 from __future__ import annotations
 
-import queue
+import itertools
 import threading
-from collections.abc import Iterator
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -90,7 +92,7 @@ class StreamLayout:
         num_samples: N in the store.
         samples_per_block: samples per block; the last block may be shorter.
         seed: non-negative root of every draw.
-        num_lanes: independent readers, = DDP world size x DataLoader workers (or 1).
+        num_lanes: disjoint sample streams, = DDP world size x lanes per rank.
         shuffle_blocks: blocks per shuffle window.
         flip: draw a random horizontal flip (probability 1/2) per sample.
     """
@@ -112,7 +114,7 @@ class StreamLayout:
         if self.num_blocks < self.num_lanes:
             raise LcposeError(
                 f"store has {self.num_blocks} block(s) of {self.samples_per_block} samples but "
-                f"{self.num_lanes} readers (ranks x workers) need one each; use fewer --workers"
+                f"{self.num_lanes} lanes (ranks x lanes per rank) need one each"
             )
 
     @property
@@ -180,10 +182,26 @@ class StreamLayout:
         return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def step_lane(step: int, *, rank: int, workers: int) -> tuple[int, int]:
+def effective_lanes(lanes: int, *, num_blocks: int, world_size: int = 1) -> int:
+    """Lanes per rank a run uses: `lanes`, fewer when the store has fewer blocks than
+    world size x lanes (every lane needs a block of its own).
+
+    Raises:
+        LcposeError: fewer blocks than ranks.
+    """
+    if lanes < 1:
+        raise ConfigError("effective_lanes", "lanes", f"must be >= 1, got {lanes}")
+    if num_blocks < world_size:
+        raise LcposeError(
+            f"store has {num_blocks} block(s) but {world_size} ranks need one each; rebuild "
+            f"it with a smaller --samples-per-shard"
+        )
+    return max(1, min(lanes, num_blocks // world_size))
+
+
+def step_lane(step: int, *, rank: int, lanes: int) -> tuple[int, int]:
     """(lane, lane batch index) that training step `step` of `rank` reads (module doc, 4)."""
-    workers = max(1, workers)
-    return rank * workers + step % workers, step // workers
+    return rank * lanes + step % lanes, step // lanes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,57 +214,194 @@ class _Reader:
     def __init__(self, spec: StoreSpec) -> None:
         self.spec = spec
         self._arrays: dict[str, zarr.Array] | None = None
+        self._lock = threading.Lock()
 
-    def read_blocks(self, blocks: tuple[int, ...]) -> dict[str, list[np.ndarray]]:
-        """Every array's samples of `blocks`, one array per block, as stored.
-
-        The blocks are not concatenated: a window of four 368 px blocks is ~100 MB, and
-        copying it costs about as much as decompressing it; batches gather from the parts.
-        """
-        if self._arrays is None:
-            self._arrays = {
-                name: zarr.open_array(str(where / key), mode="r")
-                for name, (where, key) in self.spec.arrays.items()
-            }
+    def read_block(self, block: int) -> dict[str, np.ndarray]:
+        """Every array's samples of one block, as stored."""
+        with self._lock:
+            if self._arrays is None:
+                self._arrays = {
+                    name: zarr.open_array(str(where / key), mode="r")
+                    for name, (where, key) in self.spec.arrays.items()
+                }
         spec = self.spec
-        out: dict[str, list[np.ndarray]] = {}
+        rows = slice(*block_range(block, spec.num_samples, spec.samples_per_block))
+        out: dict[str, np.ndarray] = {}
         for name, arr in self._arrays.items():
-            out[name] = []
-            for b in blocks:
-                try:
-                    out[name].append(
-                        arr[slice(*block_range(b, spec.num_samples, spec.samples_per_block))]
-                    )
-                except Exception as err:  # a damaged chunk: say which one
-                    where, key = spec.arrays[name]
-                    raise LcposeError(f"{where / key}: cannot read block {b} ({err})") from err
+            try:
+                out[name] = arr[rows]
+            except Exception as err:  # a damaged chunk: say which one
+                where, key = spec.arrays[name]
+                raise LcposeError(f"{where / key}: cannot read block {block} ({err})") from err
         return out
 
 
+class BlockCache:
+    """Blocks of the store, each read once while it is in use (least recently used go).
+
+    Thread-safe: a block asked for by several threads is read by one of them. With a thread
+    `pool`, reads run there and can be started ahead of need (`prefetch`).
+    """
+
+    def __init__(
+        self, spec: StoreSpec, *, capacity: int, pool: ThreadPoolExecutor | None = None
+    ) -> None:
+        self._reader = _Reader(spec)
+        self._capacity = max(1, capacity)
+        self._pool = pool
+        self._lock = threading.Lock()
+        self._blocks: OrderedDict[int, Future] = OrderedDict()
+
+    def _future(self, block: int) -> Future:
+        with self._lock:
+            future = self._blocks.get(block)
+            if future is not None:
+                self._blocks.move_to_end(block)
+                return future
+            if self._pool is not None:
+                future = self._pool.submit(self._reader.read_block, block)
+            else:
+                future = Future()
+                future.set_running_or_notify_cancel()
+                try:
+                    future.set_result(self._reader.read_block(block))
+                except BaseException as err:  # handed to whoever waits on it
+                    future.set_exception(err)
+            self._blocks[block] = future
+            while len(self._blocks) > self._capacity:
+                self._blocks.popitem(last=False)
+            return future
+
+    def get(self, block: int) -> dict[str, np.ndarray]:
+        return self._future(block).result()
+
+    def prefetch(self, blocks: Iterable[int]) -> None:
+        """Start reading `blocks` (with a pool; without one this does nothing)."""
+        if self._pool is not None:
+            for block in blocks:
+                self._future(block)
+
+
+class _LaneCursor:
+    """The windows of one lane around the positions asked for lately, found once."""
+
+    def __init__(self, layout: StreamLayout, lane: int) -> None:
+        self.layout, self.lane = layout, lane
+        self._windows: list[tuple[int, Window]] = []  # (first lane position, window)
+        self._next: Iterator[tuple[Window, int]] | None = None
+        self._end = 0
+
+    def _restart(self, position: int) -> None:
+        self._next = self.layout.windows(self.lane, start=position)
+        window, skip = next(self._next)
+        self._windows = [(position - skip, window)]
+        self._end = position - skip + len(window.samples)
+
+    def windows(self, start: int, stop: int) -> list[tuple[int, Window]]:
+        """(first position, window) of the windows that lane positions [start, stop) meet,
+        plus the window after them (to read ahead)."""
+        if not self._windows or start < self._windows[0][0]:
+            self._restart(start)
+        while self._end <= stop:
+            window, _ = next(self._next)
+            self._windows.append((self._end, window))
+            self._end += len(window.samples)
+        # forget windows entirely before `start` (steps come roughly in order)
+        while (
+            len(self._windows) > 1
+            and self._windows[0][0] + len(self._windows[0][1].samples) <= start
+        ):
+            self._windows.pop(0)
+        return [(first, w) for first, w in self._windows if first < stop + len(w.samples)]
+
+
 def _gather(
-    parts: list[np.ndarray], starts: np.ndarray, sel: np.ndarray, *, shared: bool = False
+    blocks: dict[int, dict[str, np.ndarray]],
+    samples: np.ndarray,
+    per_block: int,
+    name: str,
+    *,
+    shared: bool = False,
 ) -> torch.Tensor:
-    """Samples `sel` (positions in the blocks laid end to end) of `parts`, into a new tensor.
+    """Samples `samples` (store indices) of array `name` from their blocks, into a new tensor.
 
     Args:
-        parts: per-block arrays, (n_b, ...) each. starts: (len(parts),) first position of
-            each block. sel: (n,) positions.
+        blocks: block number -> {array name: (n_b, ...) the block's samples}.
         shared: allocate the result in shared memory. In a DataLoader worker this saves a
             copy: torch would otherwise copy every batch tensor into shared memory to hand it
             to the main process (a third of a worker's time at 368 px).
     """
-    block = np.searchsorted(starts, sel, side="right") - 1
-    local = sel - starts[block]
-    shape = (len(sel), *parts[0].shape[1:])
+    first = blocks[int(samples[0]) // per_block][name]
+    shape = (len(samples), *first.shape[1:])
     if shared:
-        dtype = torch.from_numpy(parts[0][:0]).dtype
-        tensor = torch.empty(shape, dtype=dtype).share_memory_()
+        tensor = torch.empty(shape, dtype=torch.from_numpy(first[:0]).dtype).share_memory_()
     else:
-        tensor = torch.from_numpy(np.empty(shape, parts[0].dtype))
+        tensor = torch.from_numpy(np.empty(shape, first.dtype))
     out = tensor.numpy()
-    for i, (b, j) in enumerate(zip(block.tolist(), local.tolist(), strict=True)):
-        out[i] = parts[b][j]
+    for i, sample in enumerate(samples.tolist()):
+        block, offset = divmod(sample, per_block)
+        out[i] = blocks[block][name][offset]
     return tensor
+
+
+class BatchMaker:
+    """Makes the batch of any training step of one rank (module doc); thread-safe.
+
+    Args:
+        spec: the checked store.
+        layout: the order (`StreamLayout`, with num_lanes = ranks x `lanes`).
+        batch_size: B.
+        rank: this process's DDP rank.
+        lanes: lanes per rank (`effective_lanes`).
+        pool: threads that read blocks (ahead of need); None reads in the calling thread.
+        shared: gather batches into shared memory (inside DataLoader worker processes).
+    """
+
+    def __init__(
+        self,
+        spec: StoreSpec,
+        layout: StreamLayout,
+        *,
+        batch_size: int,
+        rank: int,
+        lanes: int,
+        pool: ThreadPoolExecutor | None = None,
+        shared: bool = False,
+    ) -> None:
+        self.spec, self.layout, self.batch_size = spec, layout, batch_size
+        self.rank, self.lanes, self.shared = rank, lanes, shared
+        # the current and the next window of every lane, with room for batches in flight
+        workers = pool._max_workers if pool is not None else 1  # noqa: SLF001
+        self.cache = BlockCache(
+            spec, capacity=lanes * layout.shuffle_blocks * 2 + 2 * workers + 2, pool=pool
+        )
+        self._cursors = {
+            lane: _LaneCursor(layout, lane) for lane in range(rank * lanes, (rank + 1) * lanes)
+        }
+        self._locks = {lane: threading.Lock() for lane in self._cursors}
+
+    def make(self, step: int) -> dict[str, torch.Tensor]:
+        """The batch of training step `step` (0-based, this rank's steps)."""
+        lane, m = step_lane(step, rank=self.rank, lanes=self.lanes)
+        start, stop = m * self.batch_size, (m + 1) * self.batch_size
+        with self._locks[lane]:
+            windows = self._cursors[lane].windows(start, stop)
+        samples, flips, ahead = [], [], []
+        for first, window in windows:
+            lo, hi = max(start - first, 0), min(stop - first, len(window.samples))
+            if lo < hi:
+                samples.append(window.samples[lo:hi])
+                flips.append(window.flips[lo:hi])
+            else:
+                ahead.extend(window.blocks)
+        index, flip = np.concatenate(samples), np.concatenate(flips)
+        self.cache.prefetch(ahead)
+        per = self.spec.samples_per_block
+        blocks = {b: self.cache.get(b) for b in np.unique(index // per).tolist()}
+        data = {
+            name: _gather(blocks, index, per, name, shared=self.shared) for name in self.spec.arrays
+        }
+        return _to_batch(data, index, flip, self.spec.skeleton)
 
 
 def flip_arrays(
@@ -311,58 +466,12 @@ def to_device(
     return images, masks, heatmaps, pafs
 
 
-def lane_batches(
-    spec: StoreSpec,
-    layout: StreamLayout,
-    lane: int,
-    *,
-    batch_size: int,
-    start_batch: int = 0,
-) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of one lane, from lane batch `start_batch` on.
-
-    Yields:
-        {"images": (B, S, S, 3) uint8, "masks": (B, 1, h, h) uint8, "heatmaps":
-        (B, K+1, h, h) float16, "pafs": (B, 2L, h, h) float16, "index": (B,) int64}, the
-        stored dtypes; `to_device` moves and casts them.
-    """
-    reader = _Reader(spec)
-    shared = get_worker_info() is not None  # batches go to the main process through shm
-    pieces: list[dict[str, Any]] = []  # gathered samples of the batch being filled
-    filled = 0
-    for window, skip in layout.windows(lane, start=start_batch * batch_size):
-        data = reader.read_blocks(window.blocks)
-        starts = np.concatenate([[0], np.cumsum(layout.block_sizes(np.asarray(window.blocks)))])
-        pos, n = skip, len(window.perm)
-        while pos < n:
-            take = min(batch_size - filled, n - pos)
-            sel = window.perm[pos : pos + take]
-            share = shared and take == batch_size  # a straddling batch is concatenated anyway
-            piece = {name: _gather(p, starts, sel, shared=share) for name, p in data.items()}
-            piece["index"] = window.samples[pos : pos + take]
-            piece["flips"] = window.flips[pos : pos + take]
-            pieces.append(piece)
-            filled += take
-            pos += take
-            if filled == batch_size:
-                if len(pieces) == 1:
-                    part = pieces[0]
-                else:  # the batch straddles two windows or epochs
-                    part = {
-                        k: (torch.cat if k in data else np.concatenate)([p[k] for p in pieces])
-                        for k in pieces[0]
-                    }
-                index, flips = part.pop("index"), part.pop("flips")
-                yield _to_batch(part, index, flips, spec.skeleton)
-                pieces, filled = [], 0
-
-
 class StoreStream(IterableDataset):
-    """Endless training batches of one DDP rank, split over readers by lane.
+    """Endless training batches of one DDP rank, from step `start_step` on.
 
     Read it with `make_loader` (reader threads, or `DataLoader(stream, batch_size=None,
-    num_workers=W)` worker processes); the stream makes whole batches itself. Each reader
-    opens the store lazily (`worker_batches`), so nothing open is passed through fork.
+    num_workers=W)` worker processes); the stream makes whole batches itself. Every reader
+    opens the store lazily, so nothing open is passed through fork.
     """
 
     def __init__(
@@ -374,6 +483,7 @@ class StoreStream(IterableDataset):
         start_step: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        lanes: int = 2,
         shuffle_blocks: int = 4,
         flip: bool = False,
     ) -> None:
@@ -386,37 +496,43 @@ class StoreStream(IterableDataset):
         self.start_step = start_step
         self.rank = rank
         self.world_size = world_size
+        self.lanes = effective_lanes(
+            lanes, num_blocks=num_blocks(spec.num_samples, spec.samples_per_block),
+            world_size=world_size,
+        )  # fmt: skip
         self.shuffle_blocks = shuffle_blocks
         self.flip = flip
 
-    def layout(self, workers: int) -> StreamLayout:
-        """The order for `workers` DataLoader workers per rank (0 counts as 1)."""
+    def layout(self) -> StreamLayout:
+        """The order of the samples (the same for every reader)."""
         return StreamLayout(
             num_samples=self.spec.num_samples,
             samples_per_block=self.spec.samples_per_block,
             seed=self.seed,
-            num_lanes=self.world_size * max(1, workers),
+            num_lanes=self.world_size * self.lanes,
             shuffle_blocks=self.shuffle_blocks,
             flip=self.flip,
+        )
+
+    def maker(self, *, pool: ThreadPoolExecutor | None = None, shared: bool = False) -> BatchMaker:
+        return BatchMaker(
+            self.spec,
+            self.layout(),
+            batch_size=self.batch_size,
+            rank=self.rank,
+            lanes=self.lanes,
+            pool=pool,
+            shared=shared,
         )
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        return self.worker_batches(worker, workers)
-
-    def worker_batches(self, worker: int, workers: int) -> Iterator[dict[str, torch.Tensor]]:
-        """The batches reader `worker` of `workers` (0 counts as 1) serves, in order."""
-        # this worker serves steps start_step + worker, + workers, ... (round-robin collection)
-        first_step = self.start_step + worker
-        lane, start_batch = step_lane(first_step, rank=self.rank, workers=workers)
-        yield from lane_batches(
-            self.spec,
-            self.layout(workers),
-            lane,
-            batch_size=self.batch_size,
-            start_batch=start_batch,
-        )
+        # worker w of W makes steps start + w, start + w + W, ...: a DataLoader collects from
+        # its workers round-robin, so the batches arrive in step order
+        maker = self.maker(shared=info is not None)
+        for step in itertools.count(self.start_step + worker, workers):
+            yield maker.make(step)
 
 
 PREFETCH = 4
@@ -426,20 +542,21 @@ PREFETCH = 4
 def make_loader(
     stream: StoreStream, *, workers: int, reader: str = "threads", pin_memory: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """An endless iterator of batches in step order, read by `workers` readers.
+    """An endless iterator of batches in step order, made by `workers` readers.
 
     Args:
-        workers: readers; 0 reads in the caller's thread, between steps.
+        workers: readers; 0 makes each batch in the caller's thread, between steps.
         reader: "threads" (default): reader threads in this process, batches handed over
-            without a copy; zarr decompresses with the GIL released, so a few threads keep
-            several cores busy. "processes": DataLoader worker processes; every batch crosses
-            to this process through shared memory (/dev/shm, which containers often keep
-            small). Both give the same batches in the same order.
+            without a copy; zarr decompresses and OpenCV warps with the GIL released, so a
+            few threads keep several cores busy. "processes": DataLoader worker processes;
+            every batch crosses to this process through shared memory (/dev/shm, which
+            containers often keep small), and each process reads the blocks of the lanes its
+            steps fall on (with `lanes` a multiple of `workers`, each lane in one process).
+            The batches are the same either way, whatever `workers` is.
         pin_memory: pin batches for fast copies to a CUDA device.
 
     Raises:
-        LcposeError: more readers (ranks x workers) than the store has blocks, or an unknown
-            reader.
+        LcposeError: an unknown reader or a negative number of workers.
     """
     if workers < 0:
         raise ConfigError("make_loader", "workers", f"must be >= 0, got {workers}")
@@ -447,7 +564,6 @@ def make_loader(
         raise ConfigError(
             "make_loader", "reader", f"must be one of {', '.join(READERS)}, got {reader!r}"
         )
-    stream.layout(workers)  # validates before any worker starts
     if reader == "threads" and workers > 0:
         return ThreadedBatches(stream, workers=workers, prefetch=PREFETCH, pin_memory=pin_memory)
     loader = DataLoader(
@@ -460,86 +576,49 @@ def make_loader(
     return iter(loader)
 
 
-class _Failed:
-    """What a reader thread hands over instead of a batch when it fails."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-def _serve(
-    stream: StoreStream,
-    worker: int,
-    workers: int,
-    out: queue.Queue,
-    stop: threading.Event,
-    pin_memory: bool,
-) -> None:
-    """Body of reader thread `worker`: its batches into `out` until `stop` is set."""
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    try:
-        for batch in stream.worker_batches(worker, workers):
-            if pin_memory:
-                batch = {k: v.pin_memory() for k, v in batch.items()}
-            if not put(batch):
-                return
-    except BaseException as error:  # handed to the consumer, which raises it
-        put(_Failed(error))
-
-
 class ThreadedBatches(Iterator[dict[str, torch.Tensor]]):
-    """Batches of W reader threads, taken round-robin as a DataLoader takes them from its W
-    worker processes, so the order is the same (`StoreStream.worker_batches`).
-
-    The threads stop when this object is closed or garbage-collected; they hold no reference
-    to it. A reader's exception is raised by `__next__`.
-    """
+    """Batches made by `workers` threads, `workers` + `prefetch` steps ahead, handed over in
+    step order. A reader's exception is raised by `__next__`; `close` stops the threads."""
 
     def __init__(
         self, stream: StoreStream, *, workers: int, prefetch: int = 4, pin_memory: bool = False
     ) -> None:
-        self._stop = threading.Event()
-        self._queues: list[queue.Queue] = [queue.Queue(prefetch) for _ in range(workers)]
-        self._threads = [
-            threading.Thread(
-                target=_serve,
-                args=(stream, w, workers, self._queues[w], self._stop, pin_memory),
-                name=f"lcpose-reader-{w}",
-                daemon=True,
-            )
-            for w in range(workers)
-        ]
-        for thread in self._threads:
-            thread.start()
-        self._turn = 0
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lcpose-batch")
+        self._io = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lcpose-read")
+        self._maker = stream.maker(pool=self._io)
+        self._pin = pin_memory
+        self._next_step = stream.start_step
+        self._queue: deque[Future] = deque()
+        self._ahead = workers + prefetch
+        self._closed = False
+        for _ in range(self._ahead):
+            self._submit()
+
+    def _make(self, step: int) -> dict[str, torch.Tensor]:
+        batch = self._maker.make(step)
+        return {k: v.pin_memory() for k, v in batch.items()} if self._pin else batch
+
+    def _submit(self) -> None:
+        self._queue.append(self._pool.submit(self._make, self._next_step))
+        self._next_step += 1
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        w = self._turn % len(self._queues)
-        while True:
-            try:
-                item = self._queues[w].get(timeout=1.0)
-                break
-            except queue.Empty:
-                if not self._threads[w].is_alive():
-                    raise LcposeError(f"reader thread {w} stopped without a batch") from None
-        if isinstance(item, _Failed):
+        if self._closed:
+            raise LcposeError("batch reader is closed")
+        try:
+            batch = self._queue.popleft().result()
+        except BaseException:
             self.close()
-            raise item.error
-        self._turn += 1
-        return item
+            raise
+        self._submit()
+        return batch
 
     def close(self) -> None:
-        """Stop the reader threads (they finish the batch they are reading)."""
-        self._stop.set()
+        """Stop the reader threads (they finish the batch they are making)."""
+        if not self._closed:
+            self._closed = True
+            for pool in (self._pool, self._io):
+                pool.shutdown(wait=False, cancel_futures=True)
 
     def __del__(self) -> None:
         self.close()

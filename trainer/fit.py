@@ -51,7 +51,7 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import CHECKPOINT, FINAL, KEPT_DIR, LOG, RUN, TrainConfig
+from trainer.config import CHECKPOINT, FINAL, KEPT_DIR, LOG, RUN, TrainConfig, resolve_workers
 from trainer.data import StoreStream, close_loader, make_loader, to_device
 from trainer.losses import stage_losses
 from trainer.models import build_model, describe, load_backbone_weights, preprocess
@@ -65,10 +65,19 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 def log_columns(num_stages: int) -> list[str]:
     """CSV columns. Losses are eq. 1 values (per sample, see `trainer.losses`), means over
     the row's steps and over ranks; data_s / step_s are seconds per step waiting for the
-    batch / in total; step counts finished steps (1 = after the first update)."""
+    batch / in total, wait_share = data_s / step_s (near 0: the readers keep up; near 1:
+    the model waits for data); step counts finished steps (1 = after the first update)."""
     stages = [f"loss_stage{t + 1}" for t in range(num_stages)]
     losses = ["loss", "loss_heatmaps", "loss_pafs", *stages]
-    return ["step", "epoch", "lr", *losses, "data_s", "step_s"]
+    return ["step", "epoch", "lr", *losses, "data_s", "step_s", "wait_share"]
+
+
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward pass's mixed-precision context of `cfg.amp` (a no-op for "off")."""
+    if cfg.amp == "off":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -125,12 +134,18 @@ def fit(
         elif cfg.backbone_weights:
             load_backbone_weights(model, cfg.backbone_weights)
         model.to(env.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range
+        scaler = torch.amp.GradScaler(env.device.type) if cfg.amp == "fp16" else None
         start = 0
         if ckpt is not None:
             try:
                 model.load_state_dict(ckpt["model"])
                 opt.load_state_dict(ckpt["optimizer"])
+                if scaler is not None and ckpt.get("grad_scaler"):
+                    scaler.load_state_dict(ckpt["grad_scaler"])
             except (RuntimeError, ValueError, KeyError) as err:  # e.g. a changed model layout
                 raise LcposeError(
                     f"{out_dir / CHECKPOINT}: cannot resume: {one_line(err)}"
@@ -142,6 +157,8 @@ def fit(
         if env.world_size > 1:
             ids = [env.device.index] if env.device.type == "cuda" else None
             net = DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            net = torch.compile(net)  # checkpoints keep `model`'s own (uncompiled) weights
 
         stream = StoreStream(
             spec,
@@ -150,12 +167,16 @@ def fit(
             start_step=start,
             rank=env.rank,
             world_size=env.world_size,
+            lanes=cfg.lanes,
             shuffle_blocks=cfg.shuffle_blocks,
             flip=cfg.augment_flip,
         )
-        batches = make_loader(
-            stream, workers=cfg.workers, reader=cfg.reader, pin_memory=env.device.type == "cuda"
-        )
+        readers = resolve_workers(cfg.workers, world_size=env.world_size)
+        batches: Iterator[dict[str, torch.Tensor]] = iter(())
+        if start < cfg.steps:  # a finished run re-run with --resume starts no readers
+            batches = make_loader(
+                stream, workers=readers, reader=cfg.reader, pin_memory=env.device.type == "cuda"
+            )
         if ckpt is not None:
             # after the loader, which draws its base seed from the global generator: a resumed
             # run then holds the generator states of an uninterrupted one
@@ -164,7 +185,9 @@ def fit(
         log = None
         if env.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
-            _write_run_json(out_dir, cfg, spec, model, env, start)
+            _write_run_json(
+                out_dir, cfg, spec, model, env, start, lanes=stream.lanes, readers=readers
+            )
             log = _CsvLog(out_dir / LOG, columns, keep_until=start)
 
         def checkpoint(step: int, *, final: bool = False) -> dict[str, Any]:
@@ -175,6 +198,7 @@ def fit(
                 cfg=cfg,
                 spec=spec,
                 world_size=env.world_size,
+                grad_scaler=None if final or scaler is None else scaler.state_dict(),
             )
 
         model.train()
@@ -192,11 +216,23 @@ def fit(
             images, mask, heat, pafs = to_device(batch, env.device)  # float32 maps and mask
             meter.data_s += time.perf_counter() - t0
 
-            stages = net(preprocess(images))  # per stage (heatmaps, pafs)
+            x = preprocess(images)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(cfg, env.device):
+                stages = net(x)  # per stage (heatmaps, pafs)
+            # the loss in float32 whatever the forward's precision: sums of squares over
+            # whole maps lose digits in 16 bits
+            stages = [(h.float(), p.float()) for h, p in stages]
             loss, per_stage = stage_losses(stages, heat, pafs, mask)  # eq. 1 summed over stages
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            if scaler is None:
+                loss.backward()
+                opt.step()
+            else:
+                scaler.scale(loss).backward()
+                scaler.step(opt)  # skips the step when the scaled gradients overflowed
+                scaler.update()
 
             meter.add(per_stage)
             done = step + 1
@@ -210,7 +246,9 @@ def fit(
                     )
                 if log is not None:
                     log.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}", lr=f"{lr:.0e}")
+                bar.set_postfix(
+                    loss=f"{row['loss']:.4g}", lr=f"{lr:.0e}", wait=f"{row['wait_share']:.0%}"
+                )
             if env.rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
                 state = checkpoint(done)
                 save_checkpoint(state, out_dir / CHECKPOINT)
@@ -351,6 +389,7 @@ class _Meter:
             row[f"loss_stage{t + 1}"] = terms[2 * t] + terms[2 * t + 1]
         row["data_s"] = data_s
         row["step_s"] = step_s
+        row["wait_share"] = min(1.0, data_s / step_s) if step_s > 0 else 0.0
         self._reset()
         return row
 
@@ -365,6 +404,8 @@ class _CsvLog:
         if path.exists() and keep_until > 0:
             with open(path, newline="") as f:
                 rows = list(csv.reader(f))
+            if rows and rows[0] == columns[:-1] and columns[-1] == "wait_share":
+                rows = _add_wait_share(rows)  # a log written before the column existed
             if not rows or rows[0] != columns:
                 raise LcposeError(f"{path}: columns differ from this run's; move the file away")
             kept = [r for r in rows[1:] if r and int(r[0]) <= keep_until]
@@ -379,11 +420,35 @@ class _CsvLog:
             csv.writer(f).writerow([row["step"]] + [f"{row[c]:.7g}" for c in self.columns[1:]])
 
 
+def _add_wait_share(rows: list[list[str]]) -> list[list[str]]:
+    """Rows of an older log.csv (header first) with the wait_share column computed."""
+    head = rows[0]
+    data_i, step_i = head.index("data_s"), head.index("step_s")
+    out = [[*head, "wait_share"]]
+    for r in rows[1:]:
+        if r:
+            data_s, step_s = float(r[data_i]), float(r[step_i])
+            share = min(1.0, data_s / step_s) if step_s > 0 else 0.0
+            out.append([*r, f"{share:.7g}"])
+    return out
+
+
 def _write_run_json(
-    out_dir: Path, cfg: TrainConfig, spec: StoreSpec, model: nn.Module, env: _Env, start: int
+    out_dir: Path,
+    cfg: TrainConfig,
+    spec: StoreSpec,
+    model: nn.Module,
+    env: _Env,
+    start: int,
+    *,
+    lanes: int,
+    readers: int,
 ) -> None:
     info = {
         "config": asdict(cfg),
+        # the lanes decide the batches; the readers (workers="auto" resolved) only their speed
+        "lanes": lanes,
+        "readers": readers,
         "store": str(spec.path.resolve()),
         "target": spec.target,
         "num_samples": spec.num_samples,

@@ -1,7 +1,9 @@
 """Learning curves of one or several training runs (their log.csv) to a PNG.
 
 Left panel: loss (log scale) against step, one colour per run, labelled by the run folder's
-name; optionally each stage's loss dashed in the same colour. Right panel: learning rate.
+name; optionally each stage's loss dashed in the same colour. Middle panel: learning rate.
+Right panel: the data-wait share, the fraction of each step spent waiting for the batch
+(near 1: the readers starve the model; `--workers` or a faster disk help).
 Uses matplotlib's object API with the Agg canvas, so no display and no global pyplot state.
 """
 
@@ -39,7 +41,14 @@ def read_log(run_dir: str | Path) -> dict[str, np.ndarray]:
         values = np.array(body, dtype=np.float64)
     except ValueError as err:
         raise LcposeError(f"{path}: a row is not numeric ({err})") from None
-    return {name: values[:, i] for i, name in enumerate(header)}
+    columns = {name: values[:, i] for i, name in enumerate(header)}
+    if "wait_share" not in columns and {"data_s", "step_s"} <= columns.keys():
+        # a log written before the column existed
+        step_s = columns["step_s"]
+        columns["wait_share"] = np.where(
+            step_s > 0, np.minimum(1.0, columns["data_s"] / np.maximum(step_s, 1e-12)), 0.0
+        )
+    return columns
 
 
 def _smooth(y: np.ndarray, width: int) -> np.ndarray:
@@ -73,9 +82,9 @@ def plot_runs(
     if smooth < 1:
         raise LcposeError(f"--smooth must be >= 1, got {smooth}")
     logs = [(Path(d), read_log(d)) for d in run_dirs]
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    fig = Figure(figsize=(14, 4), layout="constrained")
     FigureCanvasAgg(fig)
-    ax_loss, ax_lr = fig.subplots(1, 2, width_ratios=(3, 1))
+    ax_loss, ax_lr, ax_wait = fig.subplots(1, 3, width_ratios=(3, 1, 1))
     for i, (run_dir, log) in enumerate(logs):
         colour = f"C{i % 10}"
         label = run_dir.resolve().name
@@ -93,6 +102,8 @@ def plot_runs(
                 )
         # a row's rate is the one of its last step: draw it over the steps the row covers
         ax_lr.plot(log["step"], log["lr"], color=colour, label=label, drawstyle="steps-pre")
+        if "wait_share" in log:
+            ax_wait.plot(log["step"], 100 * log["wait_share"], color=colour, label=label)
     ax_loss.set(xlabel="step", ylabel="loss (eq. 1 summed over stages, per sample)")
     ax_loss.set_yscale("log")
     ax_loss.grid(True, which="both", alpha=0.3)
@@ -100,6 +111,8 @@ def plot_runs(
     ax_lr.set(xlabel="step", ylabel="learning rate")
     ax_lr.set_yscale("log")
     ax_lr.grid(True, which="both", alpha=0.3)
+    ax_wait.set(xlabel="step", ylabel="waiting for data (% of step time)", ylim=(0, 100))
+    ax_wait.grid(True, alpha=0.3)
     out = Path(out)
     fig.savefig(out, dpi=100)
     return out

@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from lcdata.build.blocks import write_gt_block
+from lcdata.build.blocks import GT_DESTINATIONS, write_gt_block
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.io import file_sha256
@@ -39,6 +39,7 @@ from lcdata.store.layout import (
 )
 from lcdata.store.lock import write_lock
 from lcdata.store.resume import first_difference, has_content
+from lcdata.store.space import check_space, pending_samples, removed_if_refused, write_errors
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,15 @@ def prepare_store(
     return group
 
 
+def gt_block_arrays(
+    group: zarr.Group, arrays: dict[str, np.ndarray]
+) -> dict[str, tuple[zarr.Array, np.ndarray]]:
+    """A rendered block's arrays, each with the store array it goes to (those it has)."""
+    return {
+        dest: (group[dest], arrays[key]) for key, dest in GT_DESTINATIONS.items() if dest in group
+    }
+
+
 def load_build_inputs(
     ann_file: str | Path,
     image_dir: str | Path,
@@ -313,6 +323,7 @@ def build_gt_store(
     resume: bool = False,
     work_slice: tuple[int, int] | None = None,
     workers: int = 2,
+    space_check: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Write (or finish) the GT store of an annotation file. Returns the store attributes.
@@ -321,6 +332,13 @@ def build_gt_store(
         work_slice: (i, n) to write only blocks s with s % n == i (several processes fill
             one store); the store is marked complete by whichever slice finishes last.
         workers: threads rendering samples (OpenCV and numpy release the GIL).
+        space_check: refuse before writing when the estimate (one block rendered and
+            encoded, `lcdata.store.space`) exceeds the free space; False only reports it.
+        progress: progress bar and the estimate line on stderr.
+
+    Raises:
+        LcposeError: bad input, a store that cannot be resumed, not enough space, or a
+            write error (disk full: the store stays incomplete and resumable).
     """
     render = render or RenderConfig()
     augment = augment or AugmentConfig()
@@ -329,16 +347,27 @@ def build_gt_store(
     records, attrs = load_build_inputs(ann_file, image_dir, **kw)
     if work_slice is not None and not resume and Path(out).exists():
         resume = True  # slices share one store: the first creates it, the others join
-    with write_lock(out, work_slice=work_slice):
+    new = work_slice is None and not Path(out).exists()  # a refusal removes only ours
+    with write_errors(Path(out), "build gt"), write_lock(out, work_slice=work_slice):
         group = prepare_store(out, attrs, resume=resume, work_slice=work_slice)
         per = attrs["samples_per_shard"]
         todo = pending_blocks(group, "gt", work_slice=work_slice)
         produce = block_producer(records, image_dir, **kw)
-        bar = tqdm(total=len(todo), desc="build gt", unit="block", disable=not progress)
-        for block, arrays in iter_threaded(todo, produce, workers=workers):
-            write_gt_block(group, block, per, arrays)
-            bar.update()
-        bar.close()
+        if todo:
+            with removed_if_refused(Path(out), new=new):
+                check_space(
+                    Path(out),
+                    "gt",
+                    gt_block_arrays(group, produce(todo[0])),
+                    pending_samples=pending_samples(todo, attrs["num_samples"], per),
+                    check=space_check,
+                    report=progress,
+                )
+        # closed on errors too, so an error message starts on a line of its own
+        with tqdm(total=len(todo), desc="build gt", unit="block", disable=not progress) as bar:
+            for block, arrays in iter_threaded(todo, produce, workers=workers):
+                write_gt_block(group, block, per, arrays)
+                bar.update()
         # a one-pass sliced build may already have added a teacher stage: all must be done
         finalize(group, tuple(store_attrs(group).get("stages", ["gt"])))
         return store_attrs(group)

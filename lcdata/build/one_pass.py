@@ -23,19 +23,37 @@ from lcdata.build.blocks import read_block_images, write_gt_block
 from lcdata.build.gt import (
     BuildConfig,
     block_records,
+    gt_block_arrays,
     load_build_inputs,
     prepare_store,
     render_samples,
 )
-from lcdata.build.teacher import check_compatible, load_teacher
-from lcdata.build.teacher_pass import check_pass_options, infer_and_write, prepare_teacher_arrays
+from lcdata.build.teacher import Teacher, check_compatible, load_teacher
+from lcdata.build.teacher_pass import (
+    check_pass_options,
+    infer_and_write,
+    predict_block,
+    prepare_teacher_arrays,
+)
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.labels.coco import ImageRecord
 from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
 from lcdata.parallel import WORKER_NICENESS, exit_with_parent
+from lcdata.store.codec import quantize
 from lcdata.store.layout import finalize, pending_blocks, store_attrs
 from lcdata.store.lock import write_lock
+from lcdata.store.space import (
+    SpaceEstimate,
+    disk_bytes,
+    encoded_bytes,
+    free_bytes,
+    fs_block_size,
+    pending_samples,
+    removed_if_refused,
+    report_space,
+    write_errors,
+)
 
 
 def render_and_write_block(
@@ -79,6 +97,8 @@ def build_teacher_cache(
     workers: int = 2,
     batch_size: int = 16,
     device: str = "cpu",
+    precision: str = "fp32",
+    space_check: bool = True,
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -104,12 +124,16 @@ def build_teacher_cache(
     kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
     records, attrs = load_build_inputs(ann_file, image_dir, **kw)
     # checked before anything is written: a wrong teacher must not leave a GT-only store
-    teacher = load_teacher(teacher_path, device=device)
+    teacher = load_teacher(teacher_path, device=device, precision=precision)
     check_compatible(teacher, skeleton=skeleton, render_cfg=render, source=str(out))
     if work_slice is not None and not resume and out.exists():
         resume = True  # slices share one store: the first creates it, the others join
-    with write_lock(out, work_slice=work_slice):
+    new = work_slice is None and not out.exists()  # a refusal removes only ours
+    with write_errors(out, "build + teacher"), write_lock(out, work_slice=work_slice):
         group = prepare_store(out, attrs, resume=resume, work_slice=work_slice)
+        with removed_if_refused(out, new=new):
+            _check_space(group, out, records, image_dir, teacher, batch_size, kw, work_slice,
+                         check=space_check, report=progress)  # fmt: skip
         prepare_teacher_arrays(
             group, out, teacher, resume=True, overwrite=overwrite, work_slice=work_slice
         )
@@ -161,3 +185,58 @@ def build_teacher_cache(
                 ) from None
         finalize(group, tuple(store_attrs(group).get("stages", ("gt", "teacher"))))
         return store_attrs(group)
+
+
+def _check_space(
+    group: zarr.Group,
+    out: Path,
+    records: list[ImageRecord],
+    image_dir: str | Path,
+    teacher: Teacher,
+    batch_size: int,
+    kw: dict[str, Any],
+    work_slice: tuple[int, int] | None,
+    *,
+    check: bool,
+    report: bool,
+) -> None:
+    """The space estimate of a one-pass build: its first pending block rendered and inferred
+    in this process (GT blocks already written count only for their teacher outputs)."""
+    attrs = store_attrs(group)
+    n, per = attrs["num_samples"], attrs["samples_per_shard"]
+    gt_todo = pending_blocks(group, "gt", work_slice=work_slice)
+    if "progress/teacher" in group:
+        teacher_todo = pending_blocks(group, "teacher", work_slice=work_slice)
+    else:
+        i, k = work_slice or (0, 1)
+        teacher_todo = [b for b in range(-(-n // per)) if b % k == i]
+    if not teacher_todo and not gt_todo:
+        return
+    block = (gt_todo or teacher_todo)[0]
+    start, stop, first, chunk = block_records(records, block, kw["build"])
+    arrays = render_samples(chunk, first, start, stop, image_dir, **kw)
+    heat, pafs = predict_block(
+        teacher, arrays["images"], batch_size=batch_size, where=f"{out}: block {block}"
+    )
+    fs_block = fs_block_size(out)
+    gt_bytes = encoded_bytes(gt_block_arrays(group, arrays), fs_block=fs_block)
+    teacher_bytes = encoded_bytes(
+        {
+            "teacher/heatmaps": (group["gt/heatmaps"], quantize(heat)),
+            "teacher/pafs": (group["gt/pafs"], quantize(pafs)),
+        },
+        fs_block=fs_block,
+    )
+    gt_n, teacher_n = pending_samples(gt_todo, n, per), pending_samples(teacher_todo, n, per)
+    report_space(
+        SpaceEstimate(
+            store=out,
+            stage="gt + teacher",
+            total_bytes=(gt_bytes * gt_n + teacher_bytes * teacher_n) // (stop - start),
+            samples=max(gt_n, teacher_n),
+            free_bytes=free_bytes(out),
+            store_bytes=disk_bytes(out),
+        ),
+        check=check,
+        report=report,
+    )

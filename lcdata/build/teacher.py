@@ -37,6 +37,13 @@ from lcdata.io import file_sha256
 from lcdata.labels.skeleton import Skeleton
 
 TEACHER_FORMAT = "lcpose-teacher"
+PRECISIONS: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+"""Teacher pass precisions: fp32 runs as exported; bf16 / fp16 run under `torch.autocast`.
+The precision changes the stored maps, so the store's teacher record keeps it."""
 TEACHER_FORMAT_VERSION = 1
 META_FILE = "lcpose.json"
 _REQUIRED_META = ("skeleton", "stride", "input_size", "model_name")
@@ -54,9 +61,18 @@ class Teacher:
         grid_size: h = S // stride, side of the output maps in cells.
         sha256: hex digest of the file, to record which teacher made a store.
         device: torch device the program runs on.
+        precision: "fp32", "bf16" or "fp16" (`PRECISIONS`).
     """
 
-    def __init__(self, path: Path, program: Any, meta: dict[str, Any], *, device: str) -> None:
+    def __init__(
+        self,
+        path: Path,
+        program: Any,
+        meta: dict[str, Any],
+        *,
+        device: str,
+        precision: str = "fp32",
+    ) -> None:
         self.path = path
         self.meta = meta
         self.skeleton = Skeleton.from_attrs(meta["skeleton"])
@@ -65,7 +81,10 @@ class Teacher:
         self.grid_size = self.input_size // self.stride
         self.sha256 = file_sha256(path)
         self.device = torch.device(device)
+        self.precision = precision
         self._module = program.module()
+        if PRECISIONS[precision] is not None:
+            _drop_dtype_asserts(self._module)
 
     def __repr__(self) -> str:
         return (
@@ -100,8 +119,15 @@ class Teacher:
         want_paf = (n, self.skeleton.num_pafs, h, h)
         if n == 0:  # the exported batch dimension starts at 1
             return np.zeros(want_hm, np.float32), np.zeros(want_paf, np.float32)
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        with torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        if self.device.type == "cuda":
+            # page-locked memory lets the copy overlap the previous batch's kernels
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        dtype = PRECISIONS[self.precision]
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None),
+        ):
             outputs = self._module(x)
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
             raise LcposeError(f"teacher {self.path}: program must return (heatmaps, pafs)")
@@ -121,20 +147,39 @@ class Teacher:
         return heatmaps, pafs
 
 
-def load_teacher(path: str | Path, *, device: str = "cpu") -> Teacher:
+def _drop_dtype_asserts(module: torch.fx.GraphModule) -> None:
+    """Remove the exported graph's tensor-metadata asserts, in place.
+
+    `torch.export` asserts the float32 dtypes it traced; under autocast the convolutions
+    return bf16/fp16 by design, which those asserts would reject. Shapes stay checked in
+    `Teacher.predict`.
+    """
+    assert_op = torch.ops.aten._assert_tensor_metadata.default
+    for node in list(module.graph.nodes):
+        if node.op == "call_function" and node.target is assert_op:
+            module.graph.erase_node(node)
+    module.recompile()
+
+
+def load_teacher(path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Teacher:
     """Load an exported teacher and its metadata.
 
     Args:
         path: .pt2 file written by `trainer export`.
         device: "cpu", or "cuda"/"cuda:i" to move the program's weights to a GPU
-            (`torch.export.passes.move_to_device_pass`); inputs are moved for you and
-            outputs come back as CPU numpy arrays.
+            (`torch.export.passes.move_to_device_pass`); inputs are moved for you (from
+            pinned memory, non-blocking) and outputs come back as CPU float32 numpy arrays.
+        precision: "fp32" (as exported), "bf16" or "fp16" (autocast on `device`).
 
     Raises:
         LcposeError: missing file, not an exported program, no or malformed lcpose metadata,
             or an unavailable device.
     """
     path = Path(path)
+    if precision not in PRECISIONS:
+        raise LcposeError(
+            f"{path}: teacher precision {precision!r} unknown; use one of {', '.join(PRECISIONS)}"
+        )
     if not path.is_file():
         raise LcposeError(f"{path}: teacher file not found")
     if torch.device(device).type == "cuda" and not torch.cuda.is_available():
@@ -152,7 +197,7 @@ def load_teacher(path: str | Path, *, device: str = "cpu") -> Teacher:
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, device)
-    return Teacher(path, program, meta, device=device)
+    return Teacher(path, program, meta, device=device, precision=precision)
 
 
 def _parse_meta(path: Path, text: str | bytes) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from lcdata.store.layout import (
     update_attrs,
 )
 from lcdata.store.lock import write_lock
+from lcdata.store.space import check_space, pending_samples, write_errors
 
 MAX_PENDING_WRITES = 2
 """Blocks of outputs waiting for the writer: bounds memory to a few blocks of float32 maps."""
@@ -66,6 +67,7 @@ def teacher_record(teacher: Teacher) -> dict[str, Any]:
         "sha256": teacher.sha256,
         "model_name": teacher.meta.get("model_name"),
         "meta": teacher.meta,
+        "precision": teacher.precision,
     }
 
 
@@ -94,6 +96,13 @@ def prepare_teacher_arrays(
                 f"{out}: already holds outputs of teacher {existing.get('path')} (sha256 "
                 f"{str(existing.get('sha256'))[:12]}...), not of {teacher.path}; pass "
                 f"--overwrite-teacher to replace them, or build a new store"
+            )
+        # stores written before the option existed ran the teacher in fp32
+        if existing.get("precision", "fp32") != teacher.precision:
+            raise LcposeError(
+                f"{out}: holds teacher outputs computed in {existing.get('precision', 'fp32')}, "
+                f"this pass runs in {teacher.precision}; resume with --teacher-precision "
+                f"{existing.get('precision', 'fp32')}, or pass --overwrite-teacher to recompute"
             )
         if not resume and work_slice is None:
             progress = group["progress/teacher"] if "progress/teacher" in group else None
@@ -178,9 +187,11 @@ def run_teacher_pass(
     *,
     batch_size: int = 16,
     device: str = "cpu",
+    precision: str = "fp32",
     resume: bool = False,
     overwrite: bool = False,
     work_slice: tuple[int, int] | None = None,
+    space_check: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Add (or finish) the teacher's outputs for every crop of a GT store.
@@ -191,10 +202,15 @@ def run_teacher_pass(
         teacher_path: exported teacher (.pt2, `trainer export`).
         batch_size: crops per forward pass.
         device: "cpu", "cuda", "cuda:1", ...
+        precision: "fp32" (default), "bf16" or "fp16": autocast for the forward; recorded
+            in the store's teacher attributes, since it changes the stored maps.
         resume: continue the pending blocks of the same teacher (same sha256).
         overwrite: delete existing teacher outputs first (another teacher's or this one's).
         work_slice: (i, n) to process only blocks s with s % n == i; several processes fill one
             store and the last to finish marks it complete.
+        space_check: refuse before writing when the estimate (the teacher run on one block,
+            encoded, `lcdata.store.space`) exceeds the free space; False only reports it.
+        progress: progress bar and the estimate line on stderr.
 
     Returns:
         The store attributes afterwards (`complete` is true only once every stage of the
@@ -210,9 +226,9 @@ def run_teacher_pass(
     info = StoreInfo.read(out)
     if info.kind != "cache":
         raise LcposeError(f"{out}: the teacher pass needs a cache store, this is {info.kind!r}")
-    teacher = load_teacher(teacher_path, device=device)
+    teacher = load_teacher(teacher_path, device=device, precision=precision)
     check_compatible(teacher, skeleton=info.skeleton, render_cfg=info.render, source=str(out))
-    with write_lock(out, work_slice=work_slice):
+    with write_errors(out, "teacher pass"), write_lock(out, work_slice=work_slice):
         group = open_store(out, mode="r+", require_complete=False, require=("images",))
         missing_gt = pending_blocks(group, "gt", work_slice=work_slice)
         if missing_gt:
@@ -220,16 +236,38 @@ def run_teacher_pass(
                 f"{out}: GT stage incomplete ({len(missing_gt)} blocks of this slice unwritten); "
                 f"finish it with build-teacher-cache ANNOTATIONS IMAGE_DIR --resume first"
             )
-        prepare_teacher_arrays(
-            group, out, teacher, resume=resume, overwrite=overwrite, work_slice=work_slice
-        )
         n, per = info.num_samples, info.samples_per_block
-        todo = pending_blocks(group, "teacher", work_slice=work_slice)
         images = group["images"]
 
         def read(block: int) -> np.ndarray:
             start, stop = block_range(block, n, per)
             return images[start:stop]
+
+        # measured before the teacher arrays exist: a refused pass leaves the store as it was
+        if "progress/teacher" in group and not overwrite:
+            todo = pending_blocks(group, "teacher", work_slice=work_slice)
+        else:
+            i, k = work_slice or (0, 1)
+            todo = [b for b in range(num_blocks(n, per)) if b % k == i]
+        if todo:
+            heat, pafs = predict_block(
+                teacher, read(todo[0]), batch_size=batch_size, where=f"{out}: block {todo[0]}"
+            )
+            check_space(
+                out,
+                "teacher",
+                {
+                    "teacher/heatmaps": (group["gt/heatmaps"], quantize(heat)),
+                    "teacher/pafs": (group["gt/pafs"], quantize(pafs)),
+                },
+                pending_samples=pending_samples(todo, n, per),
+                check=space_check,
+                report=progress,
+            )
+        prepare_teacher_arrays(
+            group, out, teacher, resume=resume, overwrite=overwrite, work_slice=work_slice
+        )
+        todo = pending_blocks(group, "teacher", work_slice=work_slice)
 
         with ThreadPoolExecutor(max_workers=1) as reader:
             infer_and_write(

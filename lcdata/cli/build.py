@@ -114,7 +114,17 @@ def _preset_help(field: str, unit: str) -> str:
 )
 @click.option("--batch-size", default=16, show_default=True, help="Teacher batch size.")
 @click.option("--device", default="cpu", show_default=True, help="Teacher device (cpu, cuda).")
+@click.option(
+    "--teacher-precision",
+    type=click.Choice(["fp32", "bf16", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Teacher forward precision (bf16/fp16: autocast, for GPUs); recorded in the store.",
+)
 @click.option("--overwrite-teacher", is_flag=True, help="Replace existing teacher arrays.")
+@click.option(
+    "--no-space-check", is_flag=True, help="Write even when the estimate exceeds the free space."
+)
 def build_teacher_cache(
     annotations: str | None,
     image_dir: str | None,
@@ -138,7 +148,9 @@ def build_teacher_cache(
     workers: int,
     batch_size: int,
     device: str,
+    teacher_precision: str,
     overwrite_teacher: bool,
+    no_space_check: bool,
 ) -> None:
     """Write augmented crops, ignore masks and GT maps of ANNOTATIONS/IMAGE_DIR into --out,
     then (with --teacher) the teacher's heatmaps and PAFs for every crop.
@@ -184,7 +196,9 @@ def build_teacher_cache(
                 workers=workers,
                 batch_size=batch_size,
                 device=device,
+                precision=teacher_precision,
                 overwrite=overwrite_teacher,
+                space_check=not no_space_check,
             )
             what = f"gt + teacher {Path(teacher).name}"
         else:
@@ -198,6 +212,7 @@ def build_teacher_cache(
                 resume=resume,
                 work_slice=part,
                 workers=workers,
+                space_check=not no_space_check,
             )
             what = "gt"
         click.echo(
@@ -215,9 +230,11 @@ def build_teacher_cache(
         teacher,
         batch_size=batch_size,
         device=device,
+        precision=teacher_precision,
         resume=resume,
         overwrite=overwrite_teacher,
         work_slice=part,
+        space_check=not no_space_check,
     )
     click.echo(
         f"{out}: teacher {Path(teacher).name} written; store "

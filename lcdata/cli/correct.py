@@ -37,7 +37,10 @@ from lcdata.correction.rules import BACKGROUND_RULES, DEFAULT_LAMBDA, MODES
     is_flag=True,
     help="Copy images, masks and meta/* instead of referencing the cache store.",
 )
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--no-progress", is_flag=True, help="No progress bars (nor the space estimate).")
+@click.option(
+    "--no-space-check", is_flag=True, help="Write even when the estimate exceeds the free space."
+)
 def correct(
     cache: str,
     mode: str,
@@ -49,6 +52,7 @@ def correct(
     resume: bool,
     copy_inputs: bool,
     no_progress: bool,
+    no_space_check: bool,
 ) -> None:
     """Write the training targets of MODE for the cache store CACHE into --out.
 
@@ -69,6 +73,7 @@ def correct(
         resume=resume,
         copy_inputs=copy_inputs,
         progress=not no_progress,
+        space_check=not no_space_check,
     )
     inputs = attrs["correction"]["inputs"]
     click.echo(

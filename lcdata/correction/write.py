@@ -63,6 +63,7 @@ from lcdata.store.layout import (
 from lcdata.store.lock import write_lock
 from lcdata.store.refs import open_dask, store_fingerprint
 from lcdata.store.resume import first_difference, has_content
+from lcdata.store.space import check_space, pending_samples, removed_if_refused, write_errors
 from lcdata.synth.truth import CleanTruth
 
 INPUT_ARRAYS: tuple[str, ...] = (
@@ -321,6 +322,39 @@ def _write_target_block(
     return block
 
 
+def _first_block(
+    src: zarr.Group,
+    group: zarr.Group,
+    block: int,
+    per: int,
+    *,
+    mode: str,
+    lam: float,
+    background: str,
+    copy_inputs: bool,
+) -> dict[str, tuple[zarr.Array, np.ndarray]]:
+    """One block of what `_write_target_block` writes, for the space estimate."""
+    sl = slice(block * per, (block + 1) * per)
+    maps = {name: to_float32(src[name][sl]) for name in required_arrays(mode)}
+    h32, p32, _ = targets(
+        maps["gt/heatmaps"],
+        maps["gt/pafs"],
+        maps.get("teacher/heatmaps"),
+        maps.get("teacher/pafs"),
+        mode=mode,
+        lam=lam,
+        background=background,
+    )
+    cast = to_float16 if mode in GRID_MODES else quantize
+    block_arrays = {
+        "target/heatmaps": (group["target/heatmaps"], cast(h32)),
+        "target/pafs": (group["target/pafs"], cast(p32)),
+    }
+    if copy_inputs:
+        block_arrays.update({n: (group[n], src[n][sl]) for n in INPUT_ARRAYS if n in group})
+    return block_arrays
+
+
 def write_tasks(
     source: Path,
     out: Path,
@@ -390,6 +424,7 @@ def run_correct(
     copy_inputs: bool = False,
     progress: bool = True,
     num_workers: int | None = None,
+    space_check: bool = True,
 ) -> dict[str, Any]:
     """Write the corrected store `out` of cache store `source`; returns its attributes.
 
@@ -409,6 +444,13 @@ def run_correct(
             at the same paths), or None for local threads.
         copy_inputs: copy images, masks and meta/* instead of referencing the source.
         num_workers: threads of the local scheduler (default: dask's, the CPU count).
+        space_check: refuse before writing when the estimate (the first block corrected and
+            encoded, `lcdata.store.space`) exceeds the free space; False only reports it.
+        progress: progress bars and the estimate line on stderr.
+
+    Raises:
+        LcposeError: bad options or stores, not enough space, or a write error (disk full:
+            the store stays incomplete and resumable).
     """
     source, out = Path(source), Path(out)
     lam = check_options(mode, lam, background)
@@ -421,12 +463,25 @@ def run_correct(
     )
     # before anything is written: a clean file that does not pair fails now, not at the end
     setup = analytics_setup(source, clean)
-    with write_lock(out):
+    new = not out.exists()
+    with write_errors(out, f"correct {mode}"), write_lock(out):
         # a fresh store starts without a stats folder (`new_group` empties the folder); a
         # resumed one keeps the statistics of its written blocks
         group = _prepare_output(out, attrs, src, resume=resume, copy_inputs=copy_inputs)
         stats_dir = out / STATS_DIR
         todo = pending_blocks(group, "target")
+        if todo:
+            per = attrs["samples_per_shard"]
+            with removed_if_refused(out, new=new):
+                check_space(
+                out,
+                f"correct {mode}",
+                _first_block(src, group, todo[0], per, mode=mode, lam=lam, background=background,
+                             copy_inputs=copy_inputs),
+                pending_samples=pending_samples(todo, attrs["num_samples"], per),
+                check=space_check,
+                report=progress,
+            )  # fmt: skip
         tasks = write_tasks(
             source,
             out,

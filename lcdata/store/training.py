@@ -8,6 +8,7 @@ itself.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,38 @@ def _open_source(path: Path, attrs: dict[str, Any]) -> tuple[Path, zarr.Group]:
                 f"{path}: source store {source} has a different '{key}' than this store"
             )
     return source, group
+
+
+CONTENT_ATTRS = ("num_samples", "samples_per_shard", "skeleton", "render", "augment", "build")
+"""Store attributes that decide the content of the crops, masks and GT maps (a later stage,
+such as the teacher pass adding its arrays and attributes, changes none of them)."""
+
+
+def training_identity(spec: StoreSpec) -> dict[str, Any]:
+    """What a training run read, as a JSON-safe dict: the layout of every array it read
+    (shape, dtype, chunks, codecs) and the attributes that decide their content.
+
+    Two stores with the same identity give a run the same samples; `trainer fit --resume`
+    compares this, so that a store a later stage added to (a teacher pass, say) still
+    resumes, while another store, target or geometry does not.
+    """
+    attrs = spec.attrs
+    content: dict[str, Any] = {k: attrs.get(k) for k in CONTENT_ATTRS}
+    content["seed"] = attrs.get("seed")
+    content["annotations_sha256"] = (attrs.get("source") or {}).get("annotations_sha256")
+    if spec.target == "teacher":
+        content["teacher_sha256"] = (attrs.get("teacher") or {}).get("sha256")
+    if spec.target == "target":
+        correction = dict(attrs.get("correction") or {})
+        for path_key in ("source_store_relative",):  # where it lies is not what it holds
+            correction.pop(path_key, None)
+        content["correction"] = correction
+    arrays = {}
+    for name, (where, key) in sorted(spec.arrays.items()):
+        meta = zarr.open_array(str(where / key), mode="r").metadata.to_dict()
+        arrays[name] = {k: v for k, v in meta.items() if k not in ("attributes", "node_type")}
+        arrays[name]["path"] = key
+    identity = {"target": spec.target, "content": content, "arrays": arrays}
+    # plain JSON types (tuples become lists, numpy scalars strings): it is saved in
+    # checkpoints, which load with weights_only, and compared after the round trip
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))

@@ -9,10 +9,23 @@ import click
 
 from lcdata.cli import key_values
 from lcdata.store.training import TARGET_KINDS
-from trainer.config import DEVICES, MODEL_NAMES, READERS, TrainConfig
+from trainer.config import AMP_MODES, DEVICES, MODEL_NAMES, READERS, TrainConfig
 
 # defaults are TrainConfig's own (trainer.config imports no torch, so `trainer --help` stays fast)
 D = TrainConfig
+
+
+def _parse_workers(ctx: click.Context, param: click.Parameter, value: str) -> int | str:
+    """`auto` or a number >= 0."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        raise click.BadParameter(f"'auto' or a number >= 0, not {value!r}") from None
+    if number < 0:
+        raise click.BadParameter(f"must be >= 0, got {number}")
+    return number
 
 
 def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
@@ -66,11 +79,20 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
 )
 @click.option("--seed", type=int, default=D.seed, show_default=True)
 @click.option(
-    "--workers",
+    "--lanes",
     type=int,
-    default=D.workers,
+    default=D.lanes,
     show_default=True,
-    help="Store readers (0 = read in the training thread between steps).",
+    help="Sample lanes per process: they fix the batch order (fewer on a store with fewer "
+    "blocks); the readers never change a batch.",
+)
+@click.option(
+    "--workers",
+    default=str(D.workers),
+    show_default=True,
+    callback=_parse_workers,
+    help="Readers making the batches: auto (one per core, at most 8) or a number "
+    "(0 = in the training thread between steps).",
 )
 @click.option(
     "--reader",
@@ -112,6 +134,15 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
     default=None,
     help="torchvision VGG-19 state dict for cmu's backbone (fresh runs).",
 )
+@click.option(
+    "--amp",
+    type=click.Choice(AMP_MODES),
+    default=D.amp,
+    show_default=True,
+    help="Mixed precision: bf16 autocast (CPU, recent GPUs) or fp16 with a gradient scaler.",
+)
+@click.option("--channels-last", is_flag=True, help="NHWC activations (GPU tensor cores).")
+@click.option("--compile", is_flag=True, help="Run the model via torch.compile.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def fit(
     store: Path,
@@ -124,7 +155,8 @@ def fit(
     lr_decay: float,
     batch_size: int,
     seed: int,
-    workers: int,
+    lanes: int,
+    workers: int | str,
     reader: str,
     target: str,
     resume: bool,
@@ -136,6 +168,9 @@ def fit(
     shuffle_blocks: int,
     deterministic: bool,
     backbone_weights: str | None,
+    amp: str,
+    channels_last: bool,
+    compile: bool,  # the TrainConfig field's name
     quiet: bool,
 ) -> None:
     """Train a pose model on the targets in STORE with the masked L2 loss of eq. 1.
@@ -153,6 +188,7 @@ def fit(
         lr_decay=lr_decay,
         batch_size=batch_size,
         seed=seed,
+        lanes=lanes,
         workers=workers,
         reader=reader,
         shuffle_blocks=shuffle_blocks,
@@ -164,6 +200,9 @@ def fit(
         device=device,
         deterministic=deterministic,
         backbone_weights=backbone_weights,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile,
     )
     result = run_fit(cfg, store, out, resume=resume, progress=not quiet)
     if result.rank != 0:
