@@ -426,7 +426,7 @@ def test_finished_fit_reruns_after_a_later_stage_was_added(tmp_path: Path) -> No
     # `make demo` twice: the teacher trained on cache.zarr, then the teacher pass added a
     # stage (arrays and attributes) to it; re-running the finished fit must do nothing
     store = _build(tmp_path / "cache.zarr", seed=1)
-    cfg = replace(CFG, steps=3, target="gt")
+    cfg = replace(CFG, steps=3, target="gt", workers="auto")  # the CLI's default readers
     fit(cfg, store, tmp_path / "teacher", progress=False)
     group = zarr.open_group(str(store), mode="r+")
     attrs = read_attrs(store)

@@ -180,7 +180,8 @@ def check_resume(
         )
     old_cfg, new_cfg = dict(ckpt["config"]), asdict(cfg)
     # checkpoints of lcpose before `lanes` existed: the stream had one lane per reader
-    old_cfg.setdefault("lanes", max(1, int(old_cfg.get("workers") or 0)))
+    if "lanes" not in old_cfg:  # (their `workers` was always a number)
+        old_cfg["lanes"] = max(1, int(old_cfg.get("workers") or 0))
     old_cfg.setdefault("amp", "off")
     key = first_difference(old_cfg, new_cfg, RESUME_KEYS)
     if key is not None:
