@@ -15,8 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from lcdata.store.layout import read_attrs
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "coco.md"
@@ -74,7 +72,7 @@ def test_the_recipe_runs_at_toy_size(coco_mini: Path, tmp_path: Path) -> None:
     script = ["set -euo pipefail", toy_settings(coco_mini, out)]
     for block in blocks[1:]:
         if PER_MACHINE in block:
-            script.append(f'for I in $(seq 0 $((MACHINES - 1))); do\n{block}\ndone')
+            script.append(f"for I in $(seq 0 $((MACHINES - 1))); do\n{block}\ndone")
         else:
             script.append(block)
     env = dict(os.environ)

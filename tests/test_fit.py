@@ -508,3 +508,17 @@ def test_compile_wraps_the_model_and_saves_raw_weights(
     assert len(compiled) == 1
     keys = _load(tmp_path / "run" / "final.pt")["model"].keys()
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in keys)
+
+
+def test_fresh_augmentation_trains_resumes_and_is_part_of_the_run(
+    store: Path, tmp_path: Path
+) -> None:
+    cfg = replace(CFG, steps=4, augment="fresh", checkpoint_every=2)
+    row = fit(cfg, store, tmp_path / "run", progress=False).last_row
+    assert math.isfinite(row["loss"])
+    plain = fit(replace(cfg, augment="off"), store, tmp_path / "plain", progress=False).last_row
+    assert row["loss"] != plain["loss"]
+    with pytest.raises(LcposeError, match="checkpoint has augment='fresh', this run augment='off'"):
+        fit(replace(cfg, augment="off"), store, tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(LcposeError, match=r"TrainConfig\.augment: bad augment token 'spin=3'"):
+        replace(cfg, augment="flip,spin=3")

@@ -49,7 +49,7 @@ RESUME_STATE = ("optimizer", "step", "rng", "config", "store_attrs")
 
 RESUME_KEYS = (
     "model", "model_kwargs", "steps", "lr", "lr_decay_at", "lr_decay", "batch_size", "seed",
-    "lanes", "shuffle_blocks", "augment_flip", "amp",
+    "lanes", "shuffle_blocks", "augment_flip", "augment", "amp",
 )  # fmt: skip
 """Config fields that must agree between a checkpoint and the run resuming it: they decide
 the model, the learning-rate schedule, the numerics or the batch sequence (not the number of
@@ -183,6 +183,7 @@ def check_resume(
     if "lanes" not in old_cfg:  # (their `workers` was always a number)
         old_cfg["lanes"] = max(1, int(old_cfg.get("workers") or 0))
     old_cfg.setdefault("amp", "off")
+    old_cfg.setdefault("augment", "off")
     key = first_difference(old_cfg, new_cfg, RESUME_KEYS)
     if key is not None:
         raise LcposeError(

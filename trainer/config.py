@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lcdata.errors import ConfigError
+from lcdata.labels.warp import parse_jitter
 from lcdata.store.training import TARGET_KINDS
 
 MODEL_NAMES: tuple[str, ...] = ("cmu", "small", "tiny")
@@ -61,6 +62,10 @@ class TrainConfig:
         shuffle_blocks: store blocks per shuffle window of the data stream.
         augment_flip: mirror half of the samples (crops were augmented when the store was
             built, so this is off by default).
+        augment: a fresh jitter of every sample at every step (`lcdata.labels.warp`):
+            "off", a preset ("fresh") or a spec like "flip,rotate=30,scale=0.75:1.25,
+            shift=0.05"; crop, mask and maps move together, cells with no stored source
+            are ignored. Draws are keyed on (seed, epoch, sample).
         target: "auto" (target/* if present, else gt/*), "gt", "teacher" or "target".
         checkpoint_every: steps between checkpoints (also written at the end).
         log_every: steps per CSV row.
@@ -94,6 +99,7 @@ class TrainConfig:
     reader: str = "threads"
     shuffle_blocks: int = 4
     augment_flip: bool = False
+    augment: str = "off"
     target: str = "auto"
     checkpoint_every: int = 1000
     log_every: int = 10
@@ -125,6 +131,12 @@ class TrainConfig:
             and self.workers >= 0
         ):
             raise bad("workers", f"must be 'auto' or a number >= 0, got {self.workers!r}")
+        try:
+            parse_jitter(self.augment)
+        except ValueError as err:
+            raise bad("augment", str(err)) from None
+        if self.augment_flip and parse_jitter(self.augment) is not None:
+            raise bad("augment", "already draws flips; drop augment_flip (--augment-flip)")
         if not self.lr > 0:
             raise bad("lr", f"must be > 0, got {self.lr}")
         if not self.lr_decay > 0:

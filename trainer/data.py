@@ -53,6 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.labels.augment import flip_maps
 from lcdata.labels.skeleton import Skeleton
+from lcdata.labels.warp import JitterConfig, jitter_affine, sample_jitter, warp_sample
 from lcdata.store.layout import block_range, num_blocks
 from lcdata.store.training import StoreSpec
 from trainer.config import READERS
@@ -95,6 +96,8 @@ class StreamLayout:
         num_lanes: disjoint sample streams, = DDP world size x lanes per rank.
         shuffle_blocks: blocks per shuffle window.
         flip: draw a random horizontal flip (probability 1/2) per sample.
+        jitter: a fresh affine of every sample it serves (`lcdata.labels.warp`), drawn
+            from `default_rng([seed, epoch, sample, JITTER_STREAM])`, or None.
     """
 
     num_samples: int
@@ -103,6 +106,7 @@ class StreamLayout:
     num_lanes: int = 1
     shuffle_blocks: int = 4
     flip: bool = False
+    jitter: JitterConfig | None = None
 
     def __post_init__(self) -> None:
         if self.seed < 0:
@@ -386,12 +390,13 @@ class BatchMaker:
         start, stop = m * self.batch_size, (m + 1) * self.batch_size
         with self._locks[lane]:
             windows = self._cursors[lane].windows(start, stop)
-        samples, flips, ahead = [], [], []
+        samples, flips, epochs, ahead = [], [], [], []
         for first, window in windows:
             lo, hi = max(start - first, 0), min(stop - first, len(window.samples))
             if lo < hi:
                 samples.append(window.samples[lo:hi])
                 flips.append(window.flips[lo:hi])
+                epochs.append(np.full(hi - lo, window.epoch))
             else:
                 ahead.extend(window.blocks)
         index, flip = np.concatenate(samples), np.concatenate(flips)
@@ -401,7 +406,44 @@ class BatchMaker:
         data = {
             name: _gather(blocks, index, per, name, shared=self.shared) for name in self.spec.arrays
         }
+        if self.layout.jitter is not None:
+            _jitter_batch(
+                data, index, np.concatenate(epochs), self.layout, self.spec.skeleton,
+                stride=self.spec.info.render.stride,
+            )  # fmt: skip
         return _to_batch(data, index, flip, self.spec.skeleton)
+
+
+JITTER_STREAM = 0x6A17
+"""Last key of the jitter draws, so they never coincide with another stream's."""
+
+
+def _jitter_batch(
+    data: dict[str, torch.Tensor],
+    index: np.ndarray,
+    epochs: np.ndarray,
+    layout: StreamLayout,
+    skeleton: Skeleton,
+    *,
+    stride: int,
+) -> None:
+    """Warp every sample of a gathered batch with its own jitter, in place.
+
+    Sample n of epoch e draws from `default_rng([seed, e, n, JITTER_STREAM])`, so its view
+    depends only on the run's seed and where it is in the stream, never on the readers.
+    Maps stay float16 (flips and quarter turns are exact in it).
+    """
+    images, masks, heatmaps, pafs = (
+        data[k].numpy() for k in ("images", "masks", "heatmaps", "pafs")
+    )
+    size = images.shape[1]
+    for i, (n, e) in enumerate(zip(index.tolist(), epochs.tolist(), strict=True)):
+        rng = np.random.default_rng([layout.seed, int(e), int(n), JITTER_STREAM])
+        affine = jitter_affine(sample_jitter(rng, layout.jitter, size), size)
+        images[i], masks[i], h, p = warp_sample(
+            images[i], masks[i], heatmaps[i], pafs[i], affine, stride=stride, skeleton=skeleton
+        )
+        heatmaps[i], pafs[i] = h, p
 
 
 def flip_arrays(
@@ -486,6 +528,7 @@ class StoreStream(IterableDataset):
         lanes: int = 2,
         shuffle_blocks: int = 4,
         flip: bool = False,
+        jitter: JitterConfig | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -502,6 +545,7 @@ class StoreStream(IterableDataset):
         )  # fmt: skip
         self.shuffle_blocks = shuffle_blocks
         self.flip = flip
+        self.jitter = jitter
 
     def layout(self) -> StreamLayout:
         """The order of the samples (the same for every reader)."""
@@ -512,6 +556,7 @@ class StoreStream(IterableDataset):
             num_lanes=self.world_size * self.lanes,
             shuffle_blocks=self.shuffle_blocks,
             flip=self.flip,
+            jitter=self.jitter,
         )
 
     def maker(self, *, pool: ThreadPoolExecutor | None = None, shared: bool = False) -> BatchMaker:

@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from lcdata.errors import LcposeError, one_line
 from lcdata.io import atomic_path, write_json_atomic
+from lcdata.labels.warp import parse_jitter
 from lcdata.store.lock import write_lock
 from lcdata.store.training import StoreSpec, open_training_store
 from trainer.checkpoint import (
@@ -170,6 +171,7 @@ def fit(
             lanes=cfg.lanes,
             shuffle_blocks=cfg.shuffle_blocks,
             flip=cfg.augment_flip,
+            jitter=parse_jitter(cfg.augment),
         )
         readers = resolve_workers(cfg.workers, world_size=env.world_size)
         batches: Iterator[dict[str, torch.Tensor]] = iter(())

@@ -119,6 +119,13 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
 )
 @click.option("--augment-flip", is_flag=True, help="Mirror half of the samples.")
 @click.option(
+    "--augment",
+    default=D.augment,
+    show_default=True,
+    help="Fresh jitter of every sample at every step: off, fresh, or e.g. "
+    "'flip,rotate=30,scale=0.75:1.25,shift=0.05' (crop, mask and maps move together).",
+)
+@click.option(
     "--shuffle-blocks",
     type=int,
     default=D.shuffle_blocks,
@@ -165,6 +172,7 @@ def fit(
     keep_checkpoints: bool,
     log_every: int,
     augment_flip: bool,
+    augment: str,
     shuffle_blocks: int,
     deterministic: bool,
     backbone_weights: str | None,
@@ -193,6 +201,7 @@ def fit(
         reader=reader,
         shuffle_blocks=shuffle_blocks,
         augment_flip=augment_flip,
+        augment=augment,
         target=target,
         checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints,
