@@ -167,17 +167,7 @@ def check_resume(
             f"{where}: checkpoint has model options {ckpt['model_kwargs']}, this run "
             f"{model.model_kwargs}"
         )
-    changed = _store_difference(ckpt, spec)
-    if changed is not None:
-        raise LcposeError(
-            f"{where}: checkpoint was trained on another store ({ckpt.get('store_path')}; "
-            f"{changed} differs)"
-        )
-    if ckpt.get("target") != spec.target:
-        raise LcposeError(
-            f"{where}: checkpoint trained on '{ckpt.get('target')}' targets, this run on "
-            f"'{spec.target}'"
-        )
+    # the run's options first: with other options (--augment) a run also reads other arrays
     old_cfg, new_cfg = dict(ckpt["config"]), asdict(cfg)
     # checkpoints of lcpose before `lanes` existed: the stream had one lane per reader
     if "lanes" not in old_cfg:  # (their `workers` was always a number)
@@ -188,6 +178,17 @@ def check_resume(
     if key is not None:
         raise LcposeError(
             f"{where}: checkpoint has {key}={old_cfg.get(key)!r}, this run {key}={new_cfg[key]!r}"
+        )
+    changed = _store_difference(ckpt, spec)
+    if changed is not None:
+        raise LcposeError(
+            f"{where}: checkpoint was trained on another store ({ckpt.get('store_path')}; "
+            f"{changed} differs)"
+        )
+    if ckpt.get("target") != spec.target:
+        raise LcposeError(
+            f"{where}: checkpoint trained on '{ckpt.get('target')}' targets, this run on "
+            f"'{spec.target}'"
         )
     if ckpt.get("world_size", 1) != world_size:
         raise LcposeError(

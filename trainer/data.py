@@ -50,8 +50,10 @@ import torch
 import zarr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from lcdata.correction.rules import targets
 from lcdata.errors import ConfigError, LcposeError
-from lcdata.labels.augment import flip_maps
+from lcdata.labels.augment import flip_maps, warp_parts
+from lcdata.labels.render import render_targets
 from lcdata.labels.skeleton import Skeleton
 from lcdata.labels.warp import JitterConfig, jitter_affine, sample_jitter, warp_sample
 from lcdata.store.layout import block_range, num_blocks
@@ -407,10 +409,7 @@ class BatchMaker:
             name: _gather(blocks, index, per, name, shared=self.shared) for name in self.spec.arrays
         }
         if self.layout.jitter is not None:
-            _jitter_batch(
-                data, index, np.concatenate(epochs), self.layout, self.spec.skeleton,
-                stride=self.spec.info.render.stride,
-            )  # fmt: skip
+            _jitter_batch(data, index, np.concatenate(epochs), self.layout, self.spec)
         return _to_batch(data, index, flip, self.spec.skeleton)
 
 
@@ -423,26 +422,42 @@ def _jitter_batch(
     index: np.ndarray,
     epochs: np.ndarray,
     layout: StreamLayout,
-    skeleton: Skeleton,
-    *,
-    stride: int,
+    spec: StoreSpec,
 ) -> None:
-    """Warp every sample of a gathered batch with its own jitter, in place.
+    """Give every sample of a gathered batch its own fresh view, in place.
 
     Sample n of epoch e draws from `default_rng([seed, e, n, JITTER_STREAM])`, so its view
     depends only on the run's seed and where it is in the stream, never on the readers.
-    Maps stay float16 (flips and quarter turns are exact in it).
+    Crop, mask and maps are warped together (`lcdata.labels.warp.warp_sample`); with
+    `spec.online` the targets are rebuilt for the view: GT rendered from the moved
+    keypoints, and for a corrected store the store's rule applied to that GT and the warped
+    teacher maps. Maps stay float16.
     """
     images, masks, heatmaps, pafs = (
         data[k].numpy() for k in ("images", "masks", "heatmaps", "pafs")
     )
+    keypoints = data["keypoints"].numpy() if spec.online is not None else None
+    skeleton, render = spec.skeleton, spec.render
     size = images.shape[1]
     for i, (n, e) in enumerate(zip(index.tolist(), epochs.tolist(), strict=True)):
         rng = np.random.default_rng([layout.seed, int(e), int(n), JITTER_STREAM])
-        affine = jitter_affine(sample_jitter(rng, layout.jitter, size), size)
+        view = sample_jitter(rng, layout.jitter, size)
+        affine = jitter_affine(view, size)
         images[i], masks[i], h, p = warp_sample(
-            images[i], masks[i], heatmaps[i], pafs[i], affine, stride=stride, skeleton=skeleton
-        )
+            images[i], masks[i], heatmaps[i], pafs[i], affine, stride=render.stride,
+            skeleton=skeleton,
+        )  # fmt: skip
+        if spec.online is not None:
+            parts = warp_parts(keypoints[i], affine, flipped=view.flip, skeleton=skeleton)
+            gt_h, gt_p = render_targets(parts, cfg=render, skeleton=skeleton)
+            if spec.online.kind == "render":
+                h, p = gt_h, gt_p
+            else:
+                h, p, _ = targets(
+                    gt_h[None], gt_p[None], h[None], p[None], mode=spec.online.mode,
+                    lam=spec.online.lam, background=spec.online.background,
+                )  # fmt: skip
+                h, p = h[0], p[0]
         heatmaps[i], pafs[i] = h, p
 
 

@@ -116,7 +116,10 @@ def fit(
             `resume`, a checkpoint whose model, store or key config differs, divergence.
     """
     out_dir = Path(out_dir)
-    spec = open_training_store(store_path, target=cfg.target)  # refuses foreign/incomplete stores
+    jitter = parse_jitter(cfg.augment)
+    spec = open_training_store(
+        store_path, target=cfg.target, augment=jitter is not None
+    )  # refuses foreign/incomplete stores
     # one writer per run folder: a second `fit --resume` on the same --out is refused instead of
     # interleaving checkpoints (a lock left by a killed run is taken over)
     is_rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -171,7 +174,7 @@ def fit(
             lanes=cfg.lanes,
             shuffle_blocks=cfg.shuffle_blocks,
             flip=cfg.augment_flip,
-            jitter=parse_jitter(cfg.augment),
+            jitter=jitter,
         )
         readers = resolve_workers(cfg.workers, world_size=env.world_size)
         batches: Iterator[dict[str, torch.Tensor]] = iter(())

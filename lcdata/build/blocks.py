@@ -23,6 +23,8 @@ GT_DESTINATIONS = {
     "affine": "meta/affine",
     "flipped": "meta/flipped",
     "view": "meta/view",
+    "keypoints": "meta/keypoints",
+    "num_persons": "meta/num_persons",
 }
 """Stacked-sample key (`gt.make_sample`) -> the store array it is written to."""
 
@@ -39,8 +41,19 @@ def write_gt_block(group: zarr.Group, block: int, per: int, arrays: dict[str, np
     start = block * per
     for key, dest in GT_DESTINATIONS.items():
         if dest in group:
-            write_samples(group, dest, start, arrays[key])
+            data = arrays[key]
+            if key == "keypoints":  # padded to the block's most persons, then the store's
+                data = pad_persons(data, group[dest].shape[1])
+            write_samples(group, dest, start, data)
     mark_block_done(group, "gt", block)
+
+
+def pad_persons(keypoints: np.ndarray, max_persons: int) -> np.ndarray:
+    """(B, P, K, 3) -> (B, max_persons, K, 3), zero rows appended (v = 0: never drawn)."""
+    b, p, k, _ = keypoints.shape
+    out = np.zeros((b, max_persons, k, 3), np.float32)
+    out[:, :p] = keypoints
+    return out
 
 
 def write_teacher_block(

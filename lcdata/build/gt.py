@@ -113,7 +113,9 @@ def make_sample(
 
     Returns:
         images (S, S, 3) uint8, masks (h, h) uint8, heatmaps (K+1, h, h) float16,
-        pafs (2L, h, h) float16, image_id, affine (2, 3) float32, flipped, view (4,) float32.
+        pafs (2L, h, h) float16, image_id, affine (2, 3) float32, flipped, view (4,) float32,
+        keypoints (P, K, 3) float32: the skeleton's parts that were rendered, (x, y) crop
+        pixels (outside the crop too) and visibility; num_persons P.
     """
     s = render.input_size
     affine = view_affine(view, s)
@@ -130,6 +132,8 @@ def make_sample(
         "affine": affine.astype(np.float32),
         "flipped": np.bool_(view.flip),
         "view": np.array([view.angle_deg, view.scale, *view.center_xy], np.float32),
+        "keypoints": parts.astype(np.float32),
+        "num_persons": np.int32(len(parts)),
     }
 
 
@@ -155,9 +159,13 @@ def build_attrs(
     augment: AugmentConfig,
     build: BuildConfig,
     source: dict[str, Any],
+    max_persons: int | None = None,
 ) -> dict[str, Any]:
-    """The `lcpose` attributes of a GT store (everything that decides its content)."""
+    """The `lcpose` attributes of a GT store (everything that decides its content);
+    `max_persons` sizes `meta/keypoints` (the most labelled persons of one image)."""
+    extra = {} if max_persons is None else {"max_persons": int(max_persons)}
     return {
+        **extra,
         "kind": "cache",
         "num_samples": num_samples,
         "samples_per_shard": build.samples_per_shard,
@@ -245,6 +253,7 @@ def load_build_inputs(
         augment=augment,
         build=build,
         source=source_attrs(ann_file, image_dir),
+        max_persons=max(len(r.keypoints) for r in records),
     )
     return records, attrs
 
@@ -279,7 +288,14 @@ def render_samples(
                 samples.append(
                     make_sample(image, mask, record, view, render=render, skeleton=skeleton)
                 )
-    return {key: np.stack([s[key] for s in samples]) for key in samples[0]}
+    stacked = {key: np.stack([s[key] for s in samples]) for key in samples[0] if key != "keypoints"}
+    # persons per crop vary: padded to the block's most (`write_gt_block` pads to the store's)
+    most = max(len(s["keypoints"]) for s in samples)
+    k = samples[0]["keypoints"].shape[1]
+    stacked["keypoints"] = np.zeros((len(samples), most, k, 3), np.float32)
+    for i, s in enumerate(samples):
+        stacked["keypoints"][i, : len(s["keypoints"])] = s["keypoints"]
+    return stacked
 
 
 def block_records(

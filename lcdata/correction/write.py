@@ -68,6 +68,7 @@ from lcdata.synth.truth import CleanTruth
 
 INPUT_ARRAYS: tuple[str, ...] = (
     "images", "masks", "meta/image_id", "meta/affine", "meta/flipped", "meta/view",
+    "meta/keypoints", "meta/num_persons",
 )  # fmt: skip
 """Per-sample arrays a corrected store copies (--copy-inputs) or reads from its source."""
 

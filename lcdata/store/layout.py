@@ -44,7 +44,10 @@ from lcdata.errors import LcposeError
 from lcdata.labels.skeleton import Skeleton
 from lcdata.store.lock import LOCK_PREFIX
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: cache stores also hold each sample's rendered keypoints (`meta/keypoints`, padded,
+with `meta/num_persons`), so a fresh view can re-render its GT exactly. Version-1 stores
+read as before (their GT maps are warped instead)."""
 ATTR_KEY = "lcpose"
 DEFAULT_SAMPLES_PER_BLOCK = 64
 ZSTD_LEVEL = 3
@@ -211,7 +214,12 @@ def create_cache(
         ("affine", (n, 2, 3), "float32"),
         ("flipped", (n,), "bool"),
         ("view", (n, 4), "float32"),
-    ):
+        *(
+            (("keypoints", (n, attrs["max_persons"], info.skeleton.num_parts, 3), "float32"),
+             ("num_persons", (n,), "int32"))
+            if "max_persons" in attrs else ()
+        ),
+    ):  # fmt: skip
         group.create_array(
             f"meta/{name}",
             shape=shape,

@@ -28,6 +28,23 @@ _REQUIRED_ATTRS = ("num_samples", "samples_per_shard", "skeleton", "render")
 
 
 @dataclass(frozen=True)
+class OnlineTargets:
+    """How a freshly augmented view rebuilds its targets instead of warping stored ones.
+
+    Attributes:
+        kind: "render" (GT maps rendered from the view's moved keypoints) or "correct"
+            (that GT, the warped teacher maps of `heatmaps`/`pafs`, and the store's
+            correction rule applied per view, `lcdata.correction.rules.targets`).
+        mode, lam, background: the correction of a corrected store ("correct" only).
+    """
+
+    kind: str
+    mode: str = "gt"
+    lam: float = 0.0
+    background: str = "recompute"
+
+
+@dataclass(frozen=True)
 class StoreSpec:
     """A checked training store, as picklable paths and numbers (no open zarr objects).
 
@@ -37,12 +54,16 @@ class StoreSpec:
             and masks may live in the `source_store`, heatmaps/pafs are `<target>/...`.
         target: the map group trained on: "gt", "teacher" or "target".
         info: the store's header (samples, block size, skeleton, render geometry, attrs).
+        online: with fresh augmentation, how targets are rebuilt per view (then `arrays`
+            also has "keypoints", and for "correct" heatmaps/pafs are the teacher's maps);
+            None: the stored maps are warped.
     """
 
     path: Path
     arrays: dict[str, tuple[Path, str]]
     target: str
     info: StoreInfo
+    online: OnlineTargets | None = None
 
     @property
     def num_samples(self) -> int:
@@ -77,12 +98,17 @@ class StoreSpec:
         return self.render.grid_size
 
 
-def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
+def open_training_store(
+    path: str | Path, *, target: str = "auto", augment: bool = False
+) -> StoreSpec:
     """Check that a store can be trained on and say where each array is.
 
     Args:
         path: an lcdata store (GT store, or corrected store).
         target: one of `TARGET_KINDS`.
+        augment: training draws fresh views: plan to rebuild the targets of each view from
+            the stored keypoints (and teacher maps, for a corrected store) where the store
+            has them (schema 2), see `OnlineTargets`.
 
     Raises:
         LcposeError: not an lcpose store, marked incomplete, missing the requested targets or
@@ -152,7 +178,47 @@ def open_training_store(path: str | Path, *, target: str = "auto") -> StoreSpec:
                 f"{where}: array {key} has shape {shape}, expected {want[name]} from the store's "
                 f"num_samples, skeleton and render attributes"
             )
-    return StoreSpec(path=path, arrays=arrays, target=target, info=info)
+    online = _online_plan(path, group, attrs, target, arrays) if augment else None
+    return StoreSpec(path=path, arrays=arrays, target=target, info=info, online=online)
+
+
+def _online_plan(
+    path: Path,
+    group: zarr.Group,
+    attrs: dict[str, Any],
+    target: str,
+    arrays: dict[str, tuple[Path, str]],
+) -> OnlineTargets | None:
+    """The `OnlineTargets` of a store, adding the arrays it reads to `arrays` (in place);
+    None where the store cannot rebuild its targets (teacher targets, version-1 stores)."""
+    if target == "gt":
+        if "meta/keypoints" not in group:
+            return None
+        arrays["keypoints"] = (path, "meta/keypoints")
+        return OnlineTargets("render")
+    correction = attrs.get("correction") or {}
+    if target != "target" or "mode" not in correction:
+        return None
+    if "meta/keypoints" in group:
+        source_path, source = path, group
+    else:
+        source_path, source = _open_source(path, attrs)
+    mode = correction["mode"]
+    if "meta/keypoints" not in source:
+        return None
+    arrays["keypoints"] = (source_path, "meta/keypoints")
+    if mode == "gt":
+        return OnlineTargets("render")
+    # the source is the one corrected from: `resolve_source_store` checked its fingerprint,
+    # which covers the teacher record
+    arrays["heatmaps"] = (source_path, "teacher/heatmaps")
+    arrays["pafs"] = (source_path, "teacher/pafs")
+    return OnlineTargets(
+        "correct",
+        mode=mode,
+        lam=float(correction.get("lambda") or 0.0),
+        background=correction.get("background") or "recompute",
+    )
 
 
 def _open_source(path: Path, attrs: dict[str, Any]) -> tuple[Path, zarr.Group]:
