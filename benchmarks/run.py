@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import REPO, Context, Result, fmt, loadavg, verdict
 
-BENCHMARKS = ("render", "build", "size", "correct", "pipeline", "decode", "scaling")
+BENCHMARKS = ("render", "build", "size", "correct", "pipeline", "augment", "decode", "scaling")
 
 
 def cpu_model() -> str:

@@ -55,7 +55,7 @@ from lcdata.errors import ConfigError, LcposeError
 from lcdata.labels.augment import flip_maps, warp_parts
 from lcdata.labels.render import render_targets
 from lcdata.labels.skeleton import Skeleton
-from lcdata.labels.warp import JitterConfig, jitter_affine, sample_jitter, warp_sample
+from lcdata.labels.warp import JitterConfig, jitter_affine, sample_jitter, warp_crop, warp_maps
 from lcdata.store.layout import block_range, num_blocks
 from lcdata.store.training import StoreSpec
 from trainer.config import READERS
@@ -433,32 +433,34 @@ def _jitter_batch(
     keypoints, and for a corrected store the store's rule applied to that GT and the warped
     teacher maps. Maps stay float16.
     """
-    images, masks, heatmaps, pafs = (
-        data[k].numpy() for k in ("images", "masks", "heatmaps", "pafs")
-    )
-    keypoints = data["keypoints"].numpy() if spec.online is not None else None
+    images, masks = data["images"].numpy(), data["masks"].numpy()
+    # float16 <-> float32 through torch: numpy's casts of float16 are not vectorised
+    heat32, paf32 = data["heatmaps"].float().numpy(), data["pafs"].float().numpy()
+    online = spec.online
+    keypoints = data["keypoints"].numpy() if online is not None else None
     skeleton, render = spec.skeleton, spec.render
-    size = images.shape[1]
+    size, stride = images.shape[1], render.stride
     for i, (n, e) in enumerate(zip(index.tolist(), epochs.tolist(), strict=True)):
         rng = np.random.default_rng([layout.seed, int(e), int(n), JITTER_STREAM])
         view = sample_jitter(rng, layout.jitter, size)
         affine = jitter_affine(view, size)
-        images[i], masks[i], h, p = warp_sample(
-            images[i], masks[i], heatmaps[i], pafs[i], affine, stride=render.stride,
-            skeleton=skeleton,
-        )  # fmt: skip
-        if spec.online is not None:
+        images[i], masks[i] = warp_crop(images[i], masks[i], affine, stride=stride)
+        if online is None or online.kind == "correct":  # stored (or teacher) maps move
+            h, p = warp_maps(heat32[i], paf32[i], affine, stride=stride, skeleton=skeleton)
+        if online is not None:
             parts = warp_parts(keypoints[i], affine, flipped=view.flip, skeleton=skeleton)
             gt_h, gt_p = render_targets(parts, cfg=render, skeleton=skeleton)
-            if spec.online.kind == "render":
+            if online.kind == "render":
                 h, p = gt_h, gt_p
             else:
                 h, p, _ = targets(
-                    gt_h[None], gt_p[None], h[None], p[None], mode=spec.online.mode,
-                    lam=spec.online.lam, background=spec.online.background,
+                    gt_h[None], gt_p[None], h[None], p[None], mode=online.mode,
+                    lam=online.lam, background=online.background,
                 )  # fmt: skip
                 h, p = h[0], p[0]
-        heatmaps[i], pafs[i] = h, p
+        heat32[i], paf32[i] = h, p
+    data["heatmaps"].copy_(torch.from_numpy(heat32))
+    data["pafs"].copy_(torch.from_numpy(paf32))
 
 
 def flip_arrays(

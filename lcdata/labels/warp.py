@@ -171,6 +171,61 @@ def _warp_channels(maps: np.ndarray, affine: np.ndarray, size: int) -> np.ndarra
     return out
 
 
+def warp_crop(
+    image: np.ndarray, mask: np.ndarray, affine: np.ndarray, *, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The crop and its mask under one affine (`warp_sample` without the maps).
+
+    Returns:
+        image (S, S, 3) uint8, grey where the source is outside; mask (h, h) uint8, 0 where
+        the source cell was ignored or lies outside the stored grid.
+    """
+    s, h = image.shape[0], mask.shape[0]
+    affine = np.asarray(affine, np.float64)
+    new_image = cv2.warpAffine(
+        image, affine, (s, s), flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE,
+    )  # fmt: skip
+    planes = np.stack([np.asarray(mask, np.float32), np.ones((h, h), np.float32)])
+    warped = _warp_channels(planes, cell_affine(affine, stride), h)
+    return new_image, ((warped[0] >= 0.5) & (warped[1] >= VALID_CELL)).astype(np.uint8)
+
+
+def warp_maps(
+    heatmaps: np.ndarray,
+    pafs: np.ndarray,
+    affine: np.ndarray,
+    *,
+    stride: int,
+    skeleton: Skeleton,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps and PAFs under one crop affine (module doc).
+
+    Args:
+        heatmaps: (K+1, h, h), last channel background. pafs: (2L, h, h), (x, y) per limb.
+        affine: (2, 3) stored crop pixels -> new crop pixels.
+
+    Returns:
+        heatmaps (K+1, h, h), background recomputed, and pafs (2L, h, h), float32.
+    """
+    h = heatmaps.shape[-1]
+    affine = np.asarray(affine, np.float64)
+    k = skeleton.num_parts
+    planes = np.concatenate([np.asarray(heatmaps[:k], np.float32), np.asarray(pafs, np.float32)])
+    warped = _warp_channels(planes, cell_affine(affine, stride), h)
+    parts, vec = warped[:k], warped[k:]
+    # PAF vectors turn with the crop: the affine's linear part without its scale
+    lin = affine[:, :2]
+    rot = lin / np.sqrt(abs(np.linalg.det(lin)))
+    x, y = vec[0::2], vec[1::2]
+    vec = np.stack([rot[0, 0] * x + rot[0, 1] * y, rot[1, 0] * x + rot[1, 1] * y], axis=1)
+    if np.linalg.det(lin) < 0:  # mirrored: the new left arm is the old right arm
+        parts = parts[skeleton.flip_permutation()]
+        vec = vec[skeleton.limb_flip_permutation()]
+    new_heat = np.concatenate([parts, 1.0 - parts.max(axis=0, keepdims=True)])
+    return new_heat, np.ascontiguousarray(vec.reshape(pafs.shape[0], h, h))
+
+
 def warp_sample(
     image: np.ndarray,
     mask: np.ndarray,
@@ -181,7 +236,7 @@ def warp_sample(
     stride: int,
     skeleton: Skeleton,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Apply one crop affine to a stored sample.
+    """Apply one crop affine to a stored sample (`warp_crop` and `warp_maps`).
 
     Args:
         image: (S, S, 3) uint8 crop. mask: (h, h) {0, 1} (1 = supervised).
@@ -193,34 +248,6 @@ def warp_sample(
         image (S, S, 3) uint8, mask (h, h) uint8 (0 where the source left the stored grid
         or was ignored), heatmaps (K+1, h, h) and pafs (2L, h, h) float32.
     """
-    s, h = image.shape[0], mask.shape[0]
-    affine = np.asarray(affine, np.float64)
-    new_image = cv2.warpAffine(
-        image, affine, (s, s), flags=cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_CONSTANT, borderValue=PAD_VALUE,
-    )  # fmt: skip
-    cells = cell_affine(affine, stride)
-    k = skeleton.num_parts
-    planes = np.concatenate(
-        [
-            np.asarray(heatmaps[:k], np.float32),
-            np.asarray(pafs, np.float32),
-            np.asarray(mask, np.float32)[None],
-            np.ones((1, h, h), np.float32),
-        ]
-    )
-    warped = _warp_channels(planes, cells, h)
-    parts, vec = warped[:k], warped[k : k + pafs.shape[0]]
-    new_mask = ((warped[-2] >= 0.5) & (warped[-1] >= VALID_CELL)).astype(np.uint8)
-    # PAF vectors turn with the crop: the affine's linear part without its scale
-    lin = affine[:, :2]
-    rot = lin / np.sqrt(abs(np.linalg.det(lin)))
-    x, y = vec[0::2], vec[1::2]
-    vec = np.stack([rot[0, 0] * x + rot[0, 1] * y, rot[1, 0] * x + rot[1, 1] * y], axis=1)
-    vec = vec.reshape(pafs.shape[0], h, h)
-    if np.linalg.det(lin) < 0:  # mirrored: the new left arm is the old right arm
-        parts = parts[skeleton.flip_permutation()]
-        limb = skeleton.limb_flip_permutation()
-        vec = vec.reshape(-1, 2, h, h)[limb].reshape(pafs.shape[0], h, h)
-    new_heat = np.concatenate([parts, 1.0 - parts.max(axis=0, keepdims=True)])
-    return new_image, new_mask, new_heat, np.ascontiguousarray(vec)
+    new_image, new_mask = warp_crop(image, mask, affine, stride=stride)
+    new_heat, new_paf = warp_maps(heatmaps, pafs, affine, stride=stride, skeleton=skeleton)
+    return new_image, new_mask, new_heat, new_paf
