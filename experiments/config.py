@@ -116,6 +116,7 @@ class ExperimentConfig:
     threads: int = 1  # ... with this many torch / OpenMP threads
     report_dir: str = ""
     smoke_run: str = ""
+    results_dir: str = ""  # committed summaries of finished groups (experiments.archive)
     data: DataConfig = field(default_factory=DataConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, every model
@@ -260,7 +261,9 @@ RESOLVED = "experiment.json"
 """The resolved config of a run, written into OUT; child processes and the report read it."""
 
 
-_MAY_CHANGE = ("parallel", "threads", "report_dir", "smoke_run", "sweep", "protocol", "seeds")
+_MAY_CHANGE = (
+    "parallel", "threads", "report_dir", "smoke_run", "results_dir", "sweep", "protocol", "seeds",
+)  # fmt: skip
 """Config keys a folder's later runs may change: they add rows or change how steps run, not
 what a finished step computed."""
 

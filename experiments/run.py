@@ -27,6 +27,7 @@ from pathlib import Path
 
 import click
 
+from experiments.archive import archive, restore
 from experiments.config import (
     DEFAULT_CONFIG,
     QUICK_CONFIG,
@@ -64,6 +65,9 @@ from lcdata.errors import LcposeError
               "else OUT/report].")  # fmt: skip
 @click.option("--parallel", type=int, default=None, help="Concurrent steps [config's].")
 @click.option("--list", "list_steps", is_flag=True, help="Print the plan and what is done.")
+@click.option("--archive-only", is_flag=True,
+              help="Copy the summaries of finished groups into the config's results_dir "
+              "(to commit) and stop; safe while another process runs the experiment.")  # fmt: skip
 @click.option("--exec", "exec_step", default=None, hidden=True)
 @click.argument("only", nargs=-1, metavar="[STEP]...")
 def main(
@@ -77,6 +81,7 @@ def main(
     report_dir: Path | None,
     parallel: int | None,
     list_steps: bool,
+    archive_only: bool,
     exec_step: str | None,
 ) -> None:
     """Run the label-correction experiment (resumable) and write its report."""
@@ -85,7 +90,7 @@ def main(
     try:
         _main(
             config_path, quick, out, list(only), report_only, no_report, report_dir, parallel,
-            list_steps, exec_step,
+            list_steps, archive_only, exec_step,
         )  # fmt: skip
     except LcposeError as err:
         raise click.ClickException(str(err)) from None
@@ -101,6 +106,7 @@ def _main(
     report_dir: Path | None,
     parallel: int | None,
     list_steps: bool,
+    archive_only: bool,
     exec_step: str | None,
 ) -> None:
     if exec_step is not None:  # a child process of run_plan: one step, config from OUT
@@ -126,19 +132,36 @@ def _main(
         fits = [s for s in steps if s.kind == "fit"]
         click.echo(f"{len(steps)} steps, {len(fits)} trainings of {cfg.train_steps} steps")
         return
+    results = resolve_path(cfg.results_dir) if cfg.results_dir else None
+    if archive_only:
+        if results is None:
+            raise LcposeError(
+                f"{cfg.config_file}: --archive-only needs `results_dir` in the config"
+            )
+        for group in archive(out, steps, results):
+            click.echo(f"archived {group} into {results} (commit it)")
+        return
     if not report_only:
         prepare_out(cfg, out)
+        if results is not None:
+            for group in restore(out, steps, results):
+                click.echo(f"restored {group} from {results}")
         done = {s.name for s in steps if marker_path(out, s.name).is_file()}
         chosen = select(steps, only, done)
         t0 = time.perf_counter()
-        ran = run_plan(
-            out,
-            chosen,
-            parallel=parallel or int(cfg.parallel),
-            threads=int(cfg.threads),
-            execute=lambda step: execute_step(cfg, out, step),
-            echo=click.echo,
-        )
+        try:
+            ran = run_plan(
+                out,
+                chosen,
+                parallel=parallel or int(cfg.parallel),
+                threads=int(cfg.threads),
+                execute=lambda step: execute_step(cfg, out, step),
+                echo=click.echo,
+            )
+        finally:  # also when a step failed or the run was interrupted
+            if results is not None:
+                for group in archive(out, steps, results):
+                    click.echo(f"archived {group} into {results} (commit it)")
         click.echo(
             f"{len(ran)} steps run, {len(chosen) - len(ran)} already done, "
             f"{time.perf_counter() - t0:.0f} s; outputs in {out}"

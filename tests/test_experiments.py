@@ -8,6 +8,7 @@ tables and figures.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,33 @@ def test_verdict_needs_two_standard_deviations():
     assert verdict(Stat((1.0, -0.5, 2.0))) == "no clear difference"
     assert verdict(Stat((-2.0, -2.1, -1.9))) == "loss"
     assert verdict(Stat((3.0,))) == "single seed, no claim"
+
+
+def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
+    from experiments.archive import archive, restore
+    from experiments.report import write_report
+
+    out, docs, _ = quick_run
+    steps = plan(load_config(QUICK_CONFIG))
+    results = tmp_path / "results"
+    groups = archive(out, steps, results)
+    assert groups and archive(out, steps, results) == []  # nothing new the second time
+    group = groups[0]
+    assert (results / group / "runs" / "baseline" / "log.csv").is_file()
+    size = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
+    assert size < 5_000_000  # summaries, not stores or checkpoints
+    # a fresh machine: OUT is gone; the restored markers make every archived step done
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy2(out / "experiment.json", fresh / "experiment.json")
+    assert sorted(restore(fresh, steps, results)) == sorted(groups)
+    for s in steps:
+        if s.name.split("/", 1)[0] in groups:
+            assert marker_path(fresh, s.name).is_file(), s.name
+    report = write_report(fresh, tmp_path / "docs")
+    assert report.read_text() == (docs / "results.md").read_text().replace(str(out), str(fresh))
+    # a group whose plan grew (another step) is not restored: it is run again
+    grown = [*steps, Step(f"{group}/extra", "eval")]
+    again = tmp_path / "again"
+    again.mkdir()
+    assert group not in restore(again, grown, results)
