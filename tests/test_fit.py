@@ -516,6 +516,8 @@ def test_fresh_augmentation_trains_resumes_and_is_part_of_the_run(
     cfg = replace(CFG, steps=4, augment="fresh", checkpoint_every=2)
     row = fit(cfg, store, tmp_path / "run", progress=False).last_row
     assert math.isfinite(row["loss"])
+    run_info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run_info["view_targets"] == "rendered"  # a schema-2 GT store: GT re-rendered
     plain = fit(replace(cfg, augment="off"), store, tmp_path / "plain", progress=False).last_row
     assert row["loss"] != plain["loss"]
     with pytest.raises(LcposeError, match="checkpoint has augment='fresh', this run augment='off'"):

@@ -456,6 +456,16 @@ def _write_run_json(
         "readers": readers,
         "store": str(spec.path.resolve()),
         "target": spec.target,
+        # with --augment: how each view's targets are made (docs/augmentation.md)
+        "view_targets": (
+            None
+            if cfg.augment == "off"
+            else "warped"
+            if spec.online is None
+            else f"rendered + {spec.online.mode}"
+            if spec.online.kind == "correct"
+            else "rendered"
+        ),
         "num_samples": spec.num_samples,
         "model": describe(model),
         "world_size": env.world_size,
