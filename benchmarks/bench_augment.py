@@ -9,8 +9,6 @@ on schema-2 stores, where every view re-renders its GT from the stored keypoints
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +16,11 @@ import numpy as np
 import torch
 
 from benchmarks import Context, Result, Table
-from benchmarks.bench_pipeline import throughput
+from benchmarks.bench_pipeline import step_times, throughput
 from lcdata.labels.warp import JITTER_PRESETS, parse_jitter
 from lcdata.store.layout import read_attrs
 from lcdata.store.training import open_training_store
-from trainer.data import StoreStream, make_loader, to_device
+from trainer.data import StoreStream, make_loader
 
 NAME = "augment"
 TITLE = "Fresh augmentation: the augmenting reader against the plain one"
@@ -54,41 +52,6 @@ def compare(store: Path, *, batch_size: int, quick: bool) -> dict[str, float]:
     }
 
 
-def step_times(store: Path, *, batch_size: int, steps: int) -> dict[str, float]:
-    """Seconds per step of the default tiny model on augmented batches from the reader vs
-    the same kind of batches already in memory; interleaved twice."""
-    from trainer.losses import stage_losses
-    from trainer.models import build_model, preprocess
-
-    spec = open_training_store(store, augment=True)
-    torch.manual_seed(0)
-    model = build_model("tiny", spec.skeleton, spec.stride).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batches = loader(store, batch_size, augment=True)
-    cached = [next(batches) for _ in range(8)]
-
-    def train(source: Iterator) -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            images, masks, heatmaps, pafs = to_device(next(source))
-            loss, _ = stage_losses(model(preprocess(images)), heatmaps, pafs, masks)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return (time.perf_counter() - t0) / steps
-
-    train(itertools.cycle(cached))  # warm-up
-    memory, real = [], []
-    for _ in range(2):
-        memory.append(train(itertools.cycle(cached)))
-        real.append(train(batches))
-    return {
-        "memory_s": float(np.median(memory)),
-        "real_s": float(np.median(real)),
-        "ratio": float(np.median(np.asarray(real) / np.asarray(memory))),
-    }
-
-
 def run(ctx: Context) -> Result:
     table = Table(
         f"samples/s, batches of B, {WORKERS} reader threads, after the first batch; augment "
@@ -112,7 +75,10 @@ def run(ctx: Context) -> Result:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        steps = step_times(synth_store, batch_size=16, steps=10 if ctx.quick else 30)
+        steps = step_times(
+            synth_store, batch_size=16, steps=10 if ctx.quick else 30,
+            batches=lambda: loader(synth_store, 16, augment=True),
+        )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
     step_table = Table(

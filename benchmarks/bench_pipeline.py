@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -148,9 +148,16 @@ def compare(
     }
 
 
-def step_times(store: Path, *, batch_size: int, steps: int) -> dict[str, float]:
+def step_times(
+    store: Path,
+    *,
+    batch_size: int,
+    steps: int,
+    batches: Callable[[], Iterator[dict[str, torch.Tensor]]] | None = None,
+) -> dict[str, float]:
     """Seconds per training step of the default tiny model: batches from the store reader
-    (W workers) vs the same batches already in memory; interleaved memory/real twice."""
+    (W workers; or from `batches()`) vs the same batches already in memory; interleaved
+    memory/real twice."""
     from trainer.losses import stage_losses
     from trainer.models import build_model, preprocess
 
@@ -158,7 +165,7 @@ def step_times(store: Path, *, batch_size: int, steps: int) -> dict[str, float]:
     torch.manual_seed(0)
     model = build_model("tiny", spec.skeleton, spec.stride).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    loader = store_loader(store, batch_size)
+    loader = batches() if batches is not None else store_loader(store, batch_size)
     cached = [next(loader) for _ in range(8)]
 
     def train(batches: Iterator) -> float:

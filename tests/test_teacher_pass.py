@@ -141,25 +141,29 @@ def test_outputs_are_the_quantised_predictions_of_each_crop(reference: Path, tea
     assert len(np.unique(heat)) > 100
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_pass(
-    gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
-) -> None:
-    out = _copy(gt_store, tmp_path)
-    real = predict_block
+def _interrupt_inference_at(monkeypatch, call: int) -> None:
+    """Ctrl-C (KeyboardInterrupt) during the `call`-th block inference of a teacher pass."""
     calls = []
 
     def dying(*args, **kwargs):
         calls.append(1)
-        # the first call measures one block for the space estimate; Ctrl-C during the
-        # third block's inference
-        if len(calls) == 4:
+        if len(calls) == call:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return predict_block(*args, **kwargs)
 
     monkeypatch.setattr(tp, "predict_block", dying)
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_pass(
+    gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
+) -> None:
+    out = _copy(gt_store, tmp_path)
+    # the first call measures one block for the space estimate; Ctrl-C during the third
+    # block's inference
+    _interrupt_inference_at(monkeypatch, 4)
     with pytest.raises(KeyboardInterrupt):
         run_teacher_pass(out, teachers["a"], batch_size=3, progress=False)
-    monkeypatch.setattr(tp, "predict_block", real)
+    monkeypatch.setattr(tp, "predict_block", predict_block)
     attrs = read_attrs(out)
     assert attrs["complete"] is False and "teacher" in attrs["stages"]
     done = np.asarray(zarr.open_group(str(out), mode="r")["progress/teacher"][:])
@@ -368,19 +372,10 @@ def test_bf16_teacher_pass_is_recorded_close_to_fp32_and_never_mixed(
     gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
 ) -> None:
     out = _copy(gt_store, tmp_path)
-    real = predict_block
-    calls = []
-
-    def dying(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tp, "predict_block", dying)
+    _interrupt_inference_at(monkeypatch, 2)  # after the space estimate, in the first block
     with pytest.raises(KeyboardInterrupt):
         run_teacher_pass(out, teachers["a"], batch_size=3, precision="bf16", progress=False)
-    monkeypatch.setattr(tp, "predict_block", real)
+    monkeypatch.setattr(tp, "predict_block", predict_block)
     assert read_attrs(out)["teacher"]["precision"] == "bf16"
     # resuming in another precision would mix two kinds of maps in one array
     with pytest.raises(LcposeError, match="computed in bf16, this pass runs in fp32"):

@@ -132,10 +132,10 @@ class TrainConfig:
         ):
             raise bad("workers", f"must be 'auto' or a number >= 0, got {self.workers!r}")
         try:
-            parse_jitter(self.augment)
+            jitter = parse_jitter(self.augment)
         except ValueError as err:
             raise bad("augment", str(err)) from None
-        if self.augment_flip and parse_jitter(self.augment) is not None:
+        if self.augment_flip and jitter is not None:
             raise bad("augment", "already draws flips; drop augment_flip (--augment-flip)")
         if not self.lr > 0:
             raise bad("lr", f"must be > 0, got {self.lr}")
@@ -151,6 +151,11 @@ class TrainConfig:
                 raise bad(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.backbone_weights and self.model != "cmu":
             raise bad("backbone_weights", f"needs model cmu, not {self.model!r}")
+
+
+def wait_share(data_s: float, step_s: float) -> float:
+    """The log's `wait_share` column: the share of a step spent waiting for its batch."""
+    return min(1.0, data_s / step_s) if step_s > 0 else 0.0
 
 
 def resolve_workers(workers: int | str, *, world_size: int = 1) -> int:

@@ -428,7 +428,7 @@ def _jitter_batch(
 
     Sample n of epoch e draws from `default_rng([seed, e, n, JITTER_STREAM])`, so its view
     depends only on the run's seed and where it is in the stream, never on the readers.
-    Crop, mask and maps are warped together (`lcdata.labels.warp.warp_sample`); with
+    Crop, mask and maps are warped together (`lcdata.labels.warp`); with
     `spec.online` the targets are rebuilt for the view: GT rendered from the moved
     keypoints, and for a corrected store the store's rule applied to that GT and the warped
     teacher maps. Maps stay float16.

@@ -52,7 +52,16 @@ from trainer.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from trainer.config import CHECKPOINT, FINAL, KEPT_DIR, LOG, RUN, TrainConfig, resolve_workers
+from trainer.config import (
+    CHECKPOINT,
+    FINAL,
+    KEPT_DIR,
+    LOG,
+    RUN,
+    TrainConfig,
+    resolve_workers,
+    wait_share,
+)
 from trainer.data import StoreStream, close_loader, make_loader, to_device
 from trainer.losses import stage_losses
 from trainer.models import build_model, describe, load_backbone_weights, preprocess
@@ -394,7 +403,7 @@ class _Meter:
             row[f"loss_stage{t + 1}"] = terms[2 * t] + terms[2 * t + 1]
         row["data_s"] = data_s
         row["step_s"] = step_s
-        row["wait_share"] = min(1.0, data_s / step_s) if step_s > 0 else 0.0
+        row["wait_share"] = wait_share(data_s, step_s)
         self._reset()
         return row
 
@@ -432,8 +441,7 @@ def _add_wait_share(rows: list[list[str]]) -> list[list[str]]:
     out = [[*head, "wait_share"]]
     for r in rows[1:]:
         if r:
-            data_s, step_s = float(r[data_i]), float(r[step_i])
-            share = min(1.0, data_s / step_s) if step_s > 0 else 0.0
+            share = wait_share(float(r[data_i]), float(r[step_i]))
             out.append([*r, f"{share:.7g}"])
     return out
 

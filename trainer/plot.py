@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from lcdata.errors import LcposeError
 from trainer.config import LOG as LOG_NAME
+from trainer.config import wait_share
 
 
 def read_log(run_dir: str | Path) -> dict[str, np.ndarray]:
@@ -44,10 +45,8 @@ def read_log(run_dir: str | Path) -> dict[str, np.ndarray]:
     columns = {name: values[:, i] for i, name in enumerate(header)}
     if "wait_share" not in columns and {"data_s", "step_s"} <= columns.keys():
         # a log written before the column existed
-        step_s = columns["step_s"]
-        columns["wait_share"] = np.where(
-            step_s > 0, np.minimum(1.0, columns["data_s"] / np.maximum(step_s, 1e-12)), 0.0
-        )
+        pairs = zip(columns["data_s"], columns["step_s"], strict=True)
+        columns["wait_share"] = np.array([wait_share(d, t) for d, t in pairs], np.float64)
     return columns
 
 

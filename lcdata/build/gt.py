@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 from tqdm import tqdm
 
-from lcdata.build.blocks import GT_DESTINATIONS, write_gt_block
+from lcdata.build.blocks import GT_DESTINATIONS, pad_persons, write_gt_block
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.io import file_sha256
@@ -291,10 +291,9 @@ def render_samples(
     stacked = {key: np.stack([s[key] for s in samples]) for key in samples[0] if key != "keypoints"}
     # persons per crop vary: padded to the block's most (`write_gt_block` pads to the store's)
     most = max(len(s["keypoints"]) for s in samples)
-    k = samples[0]["keypoints"].shape[1]
-    stacked["keypoints"] = np.zeros((len(samples), most, k, 3), np.float32)
-    for i, s in enumerate(samples):
-        stacked["keypoints"][i, : len(s["keypoints"])] = s["keypoints"]
+    stacked["keypoints"] = np.concatenate(
+        [pad_persons(s["keypoints"][None], most) for s in samples]
+    )
     return stacked
 
 

@@ -34,13 +34,14 @@ from lcdata.build.teacher_pass import (
     infer_and_write,
     predict_block,
     prepare_teacher_arrays,
+    teacher_block_arrays,
+    teacher_blocks_to_write,
 )
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.labels.coco import ImageRecord
 from lcdata.labels.skeleton import CMU_SKELETON, Skeleton
 from lcdata.parallel import WORKER_NICENESS, exit_with_parent
-from lcdata.store.codec import quantize
 from lcdata.store.layout import finalize, pending_blocks, store_attrs
 from lcdata.store.lock import write_lock
 from lcdata.store.space import (
@@ -133,7 +134,7 @@ def build_teacher_cache(
         group = prepare_store(out, attrs, resume=resume, work_slice=work_slice)
         with removed_if_refused(out, new=new):
             _check_space(group, out, records, image_dir, teacher, batch_size, kw, work_slice,
-                         check=space_check, report=progress)  # fmt: skip
+                         overwrite=overwrite, check=space_check, report=progress)  # fmt: skip
         prepare_teacher_arrays(
             group, out, teacher, resume=True, overwrite=overwrite, work_slice=work_slice
         )
@@ -197,6 +198,7 @@ def _check_space(
     kw: dict[str, Any],
     work_slice: tuple[int, int] | None,
     *,
+    overwrite: bool,
     check: bool,
     report: bool,
 ) -> None:
@@ -205,11 +207,7 @@ def _check_space(
     attrs = store_attrs(group)
     n, per = attrs["num_samples"], attrs["samples_per_shard"]
     gt_todo = pending_blocks(group, "gt", work_slice=work_slice)
-    if "progress/teacher" in group:
-        teacher_todo = pending_blocks(group, "teacher", work_slice=work_slice)
-    else:
-        i, k = work_slice or (0, 1)
-        teacher_todo = [b for b in range(-(-n // per)) if b % k == i]
+    teacher_todo = teacher_blocks_to_write(group, work_slice=work_slice, overwrite=overwrite)
     if not teacher_todo and not gt_todo:
         return
     block = (gt_todo or teacher_todo)[0]
@@ -220,13 +218,7 @@ def _check_space(
     )
     fs_block = fs_block_size(out)
     gt_bytes = encoded_bytes(gt_block_arrays(group, arrays), fs_block=fs_block)
-    teacher_bytes = encoded_bytes(
-        {
-            "teacher/heatmaps": (group["gt/heatmaps"], quantize(heat)),
-            "teacher/pafs": (group["gt/pafs"], quantize(pafs)),
-        },
-        fs_block=fs_block,
-    )
+    teacher_bytes = encoded_bytes(teacher_block_arrays(group, heat, pafs), fs_block=fs_block)
     gt_n, teacher_n = pending_samples(gt_todo, n, per), pending_samples(teacher_todo, n, per)
     report_space(
         SpaceEstimate(

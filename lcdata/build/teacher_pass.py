@@ -137,6 +137,30 @@ def prepare_teacher_arrays(
                 ) from None
 
 
+def teacher_blocks_to_write(
+    group: zarr.Group, *, work_slice: tuple[int, int] | None, overwrite: bool
+) -> list[int]:
+    """Blocks of this slice a teacher pass will write, known before its arrays exist: the
+    pending ones of an existing pass, or every block when there is none or it is replaced."""
+    if "progress/teacher" in group and not overwrite:
+        return pending_blocks(group, "teacher", work_slice=work_slice)
+    attrs = store_attrs(group)
+    i, k = work_slice or (0, 1)
+    return [b for b in range(num_blocks(attrs["num_samples"], attrs["samples_per_shard"]))
+            if b % k == i]  # fmt: skip
+
+
+def teacher_block_arrays(
+    group: zarr.Group, heatmaps: np.ndarray, pafs: np.ndarray
+) -> dict[str, tuple[zarr.Array, np.ndarray]]:
+    """One block of teacher outputs as `lcdata.store.space.encoded_bytes` measures it: the
+    quantised maps, laid out as the store's GT maps (the teacher arrays may not exist yet)."""
+    return {
+        "teacher/heatmaps": (group["gt/heatmaps"], quantize(heatmaps)),
+        "teacher/pafs": (group["gt/pafs"], quantize(pafs)),
+    }
+
+
 def check_pass_options(
     batch_size: int, *, overwrite: bool, work_slice: tuple[int, int] | None
 ) -> None:
@@ -244,11 +268,7 @@ def run_teacher_pass(
             return images[start:stop]
 
         # measured before the teacher arrays exist: a refused pass leaves the store as it was
-        if "progress/teacher" in group and not overwrite:
-            todo = pending_blocks(group, "teacher", work_slice=work_slice)
-        else:
-            i, k = work_slice or (0, 1)
-            todo = [b for b in range(num_blocks(n, per)) if b % k == i]
+        todo = teacher_blocks_to_write(group, work_slice=work_slice, overwrite=overwrite)
         if todo:
             heat, pafs = predict_block(
                 teacher, read(todo[0]), batch_size=batch_size, where=f"{out}: block {todo[0]}"
@@ -256,10 +276,7 @@ def run_teacher_pass(
             check_space(
                 out,
                 "teacher",
-                {
-                    "teacher/heatmaps": (group["gt/heatmaps"], quantize(heat)),
-                    "teacher/pafs": (group["gt/pafs"], quantize(pafs)),
-                },
+                teacher_block_arrays(group, heat, pafs),
                 pending_samples=pending_samples(todo, n, per),
                 check=space_check,
                 report=progress,

@@ -473,16 +473,19 @@ def run_correct(
         todo = pending_blocks(group, "target")
         if todo:
             per = attrs["samples_per_shard"]
+            first = _first_block(
+                src, group, todo[0], per, mode=mode, lam=lam, background=background,
+                copy_inputs=copy_inputs,
+            )  # fmt: skip
             with removed_if_refused(out, new=new):
                 check_space(
-                out,
-                f"correct {mode}",
-                _first_block(src, group, todo[0], per, mode=mode, lam=lam, background=background,
-                             copy_inputs=copy_inputs),
-                pending_samples=pending_samples(todo, attrs["num_samples"], per),
-                check=space_check,
-                report=progress,
-            )  # fmt: skip
+                    out,
+                    f"correct {mode}",
+                    first,
+                    pending_samples=pending_samples(todo, attrs["num_samples"], per),
+                    check=space_check,
+                    report=progress,
+                )
         tasks = write_tasks(
             source,
             out,

@@ -62,16 +62,6 @@ class JitterConfig:
         if self.max_rotate_deg < 0 or self.max_shift < 0:
             raise ValueError("max_rotate_deg and max_shift must be >= 0")
 
-    @property
-    def identity(self) -> bool:
-        """True when no draw can move anything."""
-        return (
-            not self.flip
-            and self.max_rotate_deg == 0
-            and self.min_scale == self.max_scale == 1
-            and self.max_shift == 0
-        )
-
 
 JITTER_PRESETS: dict[str, str] = {
     "fresh": "flip,rotate=30,scale=0.75:1.25,shift=0.05",

@@ -29,6 +29,7 @@ import zarr
 from zarr.storage import MemoryStore
 
 from lcdata.errors import LcposeError
+from lcdata.store.layout import block_range
 
 MARGIN = 1.05
 """Free space wanted per estimated byte: estimates of one block are not exact (the blocks of
@@ -137,9 +138,8 @@ def _existing(path: Path) -> Path:
 
 def pending_samples(blocks: list[int], num_samples: int, samples_per_block: int) -> int:
     """Samples held by `blocks` (the last block of a store may be short)."""
-    last = num_samples - (num_samples // samples_per_block) * samples_per_block
-    short = last and (num_samples // samples_per_block) in blocks
-    return len(blocks) * samples_per_block - (samples_per_block - last if short else 0)
+    ranges = (block_range(b, num_samples, samples_per_block) for b in blocks)
+    return sum(stop - start for start, stop in ranges)
 
 
 def disk_bytes(path: Path) -> int:
