@@ -25,7 +25,7 @@ from lcdata.correction.analytics import block_stats_tasks
 from lcdata.correction.rules import blend, correct_heatmaps, correct_pafs, paf_keeps_gt, targets
 from lcdata.correction.stats import STATS_DIR, correction_stats, load_block_stats, save_block_stats
 from lcdata.correction.write import _write_target_block, correct_lazy, run_correct
-from lcdata.errors import LcposeError
+from lcdata.errors import ConfigError, LcposeError
 from lcdata.labels.augment import warp_parts
 from lcdata.labels.render import render_targets
 from lcdata.labels.skeleton import CMU_SKELETON
@@ -156,8 +156,26 @@ def _ref_paf_lc(gt: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ref_paf_gated(gt: np.ndarray, t: np.ndarray, tau: float) -> np.ndarray:
+    out = np.empty_like(gt)
+    for limb in range(gt.shape[1] // 2):
+        x, y = 2 * limb, 2 * limb + 1
+        len_t = np.hypot(t[:, x], t[:, y])
+        # as in eq. 3, a tie goes to the teacher (when it passes the gate)
+        from_t = ~(np.hypot(gt[:, x], gt[:, y]) > len_t) & (len_t >= tau)
+        out[:, x] = np.where(from_t, t[:, x], gt[:, x])
+        out[:, y] = np.where(from_t, t[:, y], gt[:, y])
+    return out
+
+
 def reference_targets(
-    path: Path, mode: str, lam: float, background: str, *, float32_blend: bool = True
+    path: Path,
+    mode: str,
+    lam: float,
+    background: str,
+    *,
+    float32_blend: bool = True,
+    gates: tuple[float, float] = (0.3, 0.3),
 ) -> tuple[np.ndarray, np.ndarray]:
     g = zarr.open_group(str(path), mode="r")
     gh, gp = (g[f"gt/{n}"][:].astype(np.float64) for n in ("heatmaps", "pafs"))
@@ -178,6 +196,10 @@ def reference_targets(
         "pafs": (gh, lc_p),
         "kd": (mix(gh, th), mix(gp, tp)),
         "kd+lc": (mix(lc_h, th), mix(lc_p, tp)),
+        "gated": (
+            _ref_heat_lc(gh, np.where(th >= gates[0], th, 0.0), background),
+            _ref_paf_gated(gp, tp, gates[1]),
+        ),
     }[mode]
     return _q(heat), _q(pafs)
 
@@ -223,6 +245,35 @@ def test_every_mode_matches_numpy(cache: Path, tmp_path: Path, mode, lam, backgr
     assert attrs["source_store"] == str(cache.resolve())
     assert c["source_sha256"] == store_fingerprint(cache)
     assert attrs["skeleton"] == SK.to_attrs() and attrs["render"] == RENDER.to_attrs()
+
+
+@pytest.mark.parametrize("gates", [(0.3, 0.3), (0.15, 0.45), (0.0, 0.0)])
+def test_gated_mode_matches_numpy(cache: Path, tmp_path: Path, gates) -> None:
+    out = tmp_path / "g.zarr"
+    attrs = run_correct(cache, out, mode="gated", gates=gates, progress=False)
+    g = zarr.open_group(str(out), mode="r")
+    heat, pafs = g["target/heatmaps"][:], g["target/pafs"][:]
+    want_h, want_p = reference_targets(cache, "gated", 0.5, "recompute", gates=gates)
+    np.testing.assert_array_equal(heat, want_h)
+    np.testing.assert_array_equal(pafs, want_p)
+    assert attrs["correction"]["gates"] == list(gates)
+    lc_h, lc_p = reference_targets(cache, "max", 0.5, "recompute")
+    if gates == (0.0, 0.0):  # no gate: plain LC
+        np.testing.assert_array_equal(heat, lc_h)
+        np.testing.assert_array_equal(pafs, lc_p)
+    else:  # the gate removed some of the teacher's faint values
+        assert (heat[:, :-1] < lc_h[:, :-1]).any() and not np.array_equal(pafs, lc_p)
+    # the lazy view gives the same targets
+    lazy_h, lazy_p = correct_lazy(cache, mode="gated", gates=gates)
+    np.testing.assert_array_equal(lazy_h.compute(), heat)
+    np.testing.assert_array_equal(lazy_p.compute(), pafs)
+
+
+def test_gates_belong_to_mode_gated(cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="apply to mode gated only"):
+        run_correct(cache, tmp_path / "x.zarr", mode="max", gates=(0.3, 0.3), progress=False)
+    with pytest.raises(ConfigError, match="paf_gate.*must be in"):
+        run_correct(cache, tmp_path / "x.zarr", mode="gated", gates=(0.3, -1), progress=False)
 
 
 def test_ties_and_zero_vectors_follow_the_strict_inequality() -> None:

@@ -395,3 +395,28 @@ def test_bf16_teacher_pass_is_recorded_close_to_fp32_and_never_mixed(
 def test_unknown_teacher_precision_is_refused(teachers) -> None:
     with pytest.raises(LcposeError, match="teacher precision 'fp8' unknown"):
         load_teacher(teachers["a"], precision="fp8")
+
+
+def test_tta_pass_stores_the_averaged_views_and_is_never_mixed(
+    gt_store: Path, teachers, reference: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from lcdata.build.tta import TTAConfig, tta_predict
+
+    out = _copy(gt_store, tmp_path)
+    cfg = TTAConfig(flip=True)
+    _interrupt_inference_at(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher_pass(out, teachers["a"], batch_size=3, tta=cfg, progress=False)
+    monkeypatch.setattr(tp, "predict_block", predict_block)
+    assert read_attrs(out)["teacher"]["tta"] == {"flip": True, "scales": []}
+    with pytest.raises(LcposeError, match="made with --tta flip, this pass uses --tta off"):
+        run_teacher_pass(out, teachers["a"], resume=True, progress=False)
+    run_teacher_pass(out, teachers["a"], batch_size=3, tta=cfg, resume=True, progress=False)
+    teacher = load_teacher(teachers["a"])
+    images = np.asarray(open_store(out)["images"][:])
+    want = tta_predict(teacher.predict, images, cfg, skeleton=teacher.skeleton, stride=4)
+    got = _teacher_arrays(out)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_array_equal(a, quantize(b))
+    # a random-weight teacher is not flip-equivariant: TTA changed what was stored
+    assert not np.array_equal(got[0], _teacher_arrays(reference)[0])

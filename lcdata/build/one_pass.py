@@ -37,6 +37,7 @@ from lcdata.build.teacher_pass import (
     teacher_block_arrays,
     teacher_blocks_to_write,
 )
+from lcdata.build.tta import TTAConfig
 from lcdata.config import AugmentConfig, RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.labels.coco import ImageRecord
@@ -99,6 +100,7 @@ def build_teacher_cache(
     batch_size: int = 16,
     device: str = "cpu",
     precision: str = "fp32",
+    tta: TTAConfig | None = None,
     space_check: bool = True,
     overwrite: bool = False,
     progress: bool = True,
@@ -125,7 +127,7 @@ def build_teacher_cache(
     kw = {"render": render, "augment": augment, "build": build, "skeleton": skeleton}
     records, attrs = load_build_inputs(ann_file, image_dir, **kw)
     # checked before anything is written: a wrong teacher must not leave a GT-only store
-    teacher = load_teacher(teacher_path, device=device, precision=precision)
+    teacher = load_teacher(teacher_path, device=device, precision=precision, tta=tta)
     check_compatible(teacher, skeleton=skeleton, render_cfg=render, source=str(out))
     if work_slice is not None and not resume and out.exists():
         resume = True  # slices share one store: the first creates it, the others join

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lcdata.build.tta import TTAConfig, tta_predict
 from lcdata.config import RenderConfig
 from lcdata.errors import LcposeError, one_line
 from lcdata.io import file_sha256
@@ -62,6 +63,7 @@ class Teacher:
         sha256: hex digest of the file, to record which teacher made a store.
         device: torch device the program runs on.
         precision: "fp32", "bf16" or "fp16" (`PRECISIONS`).
+        tta: the test-time augmentation of `predict_views` (`lcdata.build.tta`).
     """
 
     def __init__(
@@ -72,8 +74,10 @@ class Teacher:
         *,
         device: str,
         precision: str = "fp32",
+        tta: TTAConfig | None = None,
     ) -> None:
         self.path = path
+        self.tta = tta or TTAConfig()
         self.meta = meta
         self.skeleton = Skeleton.from_attrs(meta["skeleton"])
         self.stride = int(meta["stride"])
@@ -146,6 +150,13 @@ class Teacher:
                 )
         return heatmaps, pafs
 
+    def predict_views(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the teacher pass stores for `images`: `predict`, averaged over the views of
+        `self.tta` when it is enabled (`lcdata.build.tta.tta_predict`); same shapes."""
+        return tta_predict(
+            self.predict, images, self.tta, skeleton=self.skeleton, stride=self.stride
+        )
+
 
 def _drop_dtype_asserts(module: torch.fx.GraphModule) -> None:
     """Remove the exported graph's tensor-metadata asserts, in place.
@@ -161,7 +172,13 @@ def _drop_dtype_asserts(module: torch.fx.GraphModule) -> None:
     module.recompile()
 
 
-def load_teacher(path: str | Path, *, device: str = "cpu", precision: str = "fp32") -> Teacher:
+def load_teacher(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    precision: str = "fp32",
+    tta: TTAConfig | None = None,
+) -> Teacher:
     """Load an exported teacher and its metadata.
 
     Args:
@@ -170,6 +187,7 @@ def load_teacher(path: str | Path, *, device: str = "cpu", precision: str = "fp3
             (`torch.export.passes.move_to_device_pass`); inputs are moved for you (from
             pinned memory, non-blocking) and outputs come back as CPU float32 numpy arrays.
         precision: "fp32" (as exported), "bf16" or "fp16" (autocast on `device`).
+        tta: test-time augmentation of `Teacher.predict_views` (default none).
 
     Raises:
         LcposeError: missing file, not an exported program, no or malformed lcpose metadata,
@@ -197,7 +215,7 @@ def load_teacher(path: str | Path, *, device: str = "cpu", precision: str = "fp3
         from torch.export.passes import move_to_device_pass
 
         program = move_to_device_pass(program, device)
-    return Teacher(path, program, meta, device=device, precision=precision)
+    return Teacher(path, program, meta, device=device, precision=precision, tta=tta)
 
 
 def _parse_meta(path: Path, text: str | bytes) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 from lcdata.build.blocks import write_teacher_block, write_teacher_block_at
 from lcdata.build.teacher import Teacher, check_compatible, load_teacher
+from lcdata.build.tta import TTAConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.parallel import iter_futures
 from lcdata.store.codec import quantize
@@ -68,6 +69,7 @@ def teacher_record(teacher: Teacher) -> dict[str, Any]:
         "model_name": teacher.meta.get("model_name"),
         "meta": teacher.meta,
         "precision": teacher.precision,
+        "tta": teacher.tta.to_attrs(),
     }
 
 
@@ -103,6 +105,15 @@ def prepare_teacher_arrays(
                 f"{out}: holds teacher outputs computed in {existing.get('precision', 'fp32')}, "
                 f"this pass runs in {teacher.precision}; resume with --teacher-precision "
                 f"{existing.get('precision', 'fp32')}, or pass --overwrite-teacher to recompute"
+            )
+        # stores written before the option existed ran no TTA
+        was_tta = existing.get("tta") or TTAConfig().to_attrs()
+        if was_tta != teacher.tta.to_attrs():
+            was = TTAConfig(was_tta["flip"], tuple(was_tta["scales"])).describe()
+            raise LcposeError(
+                f"{out}: holds teacher outputs made with --tta {was}, this pass uses --tta "
+                f"{teacher.tta.describe()}; resume with --tta {was}, or pass "
+                f"--overwrite-teacher to recompute"
             )
         if not resume and work_slice is None:
             progress = group["progress/teacher"] if "progress/teacher" in group else None
@@ -191,7 +202,7 @@ def predict_block(
     heat, pafs = [], []
     for start in range(0, len(images), batch_size):
         try:
-            h, p = teacher.predict(images[start : start + batch_size])
+            h, p = teacher.predict_views(images[start : start + batch_size])
         except LcposeError as err:
             raise LcposeError(f"{where}, samples from {start}: {err}") from None
         heat.append(h)
@@ -212,6 +223,7 @@ def run_teacher_pass(
     batch_size: int = 16,
     device: str = "cpu",
     precision: str = "fp32",
+    tta: TTAConfig | None = None,
     resume: bool = False,
     overwrite: bool = False,
     work_slice: tuple[int, int] | None = None,
@@ -228,6 +240,8 @@ def run_teacher_pass(
         device: "cpu", "cuda", "cuda:1", ...
         precision: "fp32" (default), "bf16" or "fp16": autocast for the forward; recorded
             in the store's teacher attributes, since it changes the stored maps.
+        tta: test-time augmentation of the teacher (`lcdata.build.tta`; default none),
+            recorded as `teacher.tta`.
         resume: continue the pending blocks of the same teacher (same sha256).
         overwrite: delete existing teacher outputs first (another teacher's or this one's).
         work_slice: (i, n) to process only blocks s with s % n == i; several processes fill one
@@ -250,7 +264,7 @@ def run_teacher_pass(
     info = StoreInfo.read(out)
     if info.kind != "cache":
         raise LcposeError(f"{out}: the teacher pass needs a cache store, this is {info.kind!r}")
-    teacher = load_teacher(teacher_path, device=device, precision=precision)
+    teacher = load_teacher(teacher_path, device=device, precision=precision, tta=tta)
     check_compatible(teacher, skeleton=info.skeleton, render_cfg=info.render, source=str(out))
     with write_errors(out, "teacher pass"), write_lock(out, work_slice=work_slice):
         group = open_store(out, mode="r+", require_complete=False, require=("images",))

@@ -23,6 +23,7 @@ _COMMANDS: dict[str, str] = {
     "inspect": "lcdata.cli.inspect:inspect",
     "correct": "lcdata.cli.correct:correct",
     "show": "lcdata.cli.correct:show",
+    "score-labels": "lcdata.cli.score:score_labels",
 }
 
 

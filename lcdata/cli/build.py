@@ -121,6 +121,13 @@ def _preset_help(field: str, unit: str) -> str:
     show_default=True,
     help="Teacher forward precision (bf16/fp16: autocast, for GPUs); recorded in the store.",
 )
+@click.option(
+    "--tta",
+    default="off",
+    show_default=True,
+    help="Teacher test-time augmentation: off, flip, scales=S1:S2, flip,scales=0.8:1.25 "
+    "(views mapped back and averaged; recorded in the store).",
+)
 @click.option("--overwrite-teacher", is_flag=True, help="Replace existing teacher arrays.")
 @click.option(
     "--no-space-check", is_flag=True, help="Write even when the estimate exceeds the free space."
@@ -149,6 +156,7 @@ def build_teacher_cache(
     batch_size: int,
     device: str,
     teacher_precision: str,
+    tta: str,
     overwrite_teacher: bool,
     no_space_check: bool,
 ) -> None:
@@ -159,8 +167,13 @@ def build_teacher_cache(
     run over its crops.
     """
     from lcdata.build.gt import BuildConfig, build_gt_store
+    from lcdata.build.tta import parse_tta
 
     part = work_slice_option(work_slice, shard_alias)
+    try:
+        tta_cfg = parse_tta(tta)
+    except ValueError as err:
+        raise LcposeError(f"--tta: {err}") from None
     if teacher is not None:
         # checked before a GT build that may take hours, not after it
         if not Path(teacher).is_file():
@@ -197,6 +210,7 @@ def build_teacher_cache(
                 batch_size=batch_size,
                 device=device,
                 precision=teacher_precision,
+                tta=tta_cfg,
                 overwrite=overwrite_teacher,
                 space_check=not no_space_check,
             )
@@ -231,6 +245,7 @@ def build_teacher_cache(
         batch_size=batch_size,
         device=device,
         precision=teacher_precision,
+        tta=tta_cfg,
         resume=resume,
         overwrite=overwrite_teacher,
         work_slice=part,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from lcdata.correction.rules import BACKGROUND_RULES, DEFAULT_LAMBDA, MODES
+from lcdata.correction.rules import BACKGROUND_RULES, DEFAULT_GATES, DEFAULT_LAMBDA, MODES
 
 
 @click.command("correct")
@@ -15,6 +15,20 @@ from lcdata.correction.rules import BACKGROUND_RULES, DEFAULT_LAMBDA, MODES
     type=float,
     default=None,
     help=f"KD mixing ratio lambda for kd and kd+lc [default: {DEFAULT_LAMBDA}].",
+)
+@click.option(
+    "--heat-gate",
+    type=float,
+    default=None,
+    help=f"Mode gated: teacher heatmap values below this are not taken [default: "
+    f"{DEFAULT_GATES[0]}].",
+)
+@click.option(
+    "--paf-gate",
+    type=float,
+    default=None,
+    help=f"Mode gated: teacher limb vectors shorter than this are not taken [default: "
+    f"{DEFAULT_GATES[1]}].",
 )
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Store to write.")
 @click.option(
@@ -45,6 +59,8 @@ def correct(
     cache: str,
     mode: str,
     lam: float | None,
+    heat_gate: float | None,
+    paf_gate: float | None,
     out: str,
     background: str,
     scheduler: str | None,
@@ -57,17 +73,25 @@ def correct(
     """Write the training targets of MODE for the cache store CACHE into --out.
 
     Modes: gt (eq. 1), max (label correction, eq. 2-3), heatmaps / pafs (correct one only),
-    kd ((1-lam) GT + lam teacher, eq. 5), kd+lc ((1-lam) LC + lam teacher, eq. 6).
+    kd ((1-lam) GT + lam teacher, eq. 5), kd+lc ((1-lam) LC + lam teacher, eq. 6),
+    gated (LC where the teacher is confident: --heat-gate, --paf-gate).
     """
     from lcdata.correction.analytics import format_analytics
     from lcdata.correction.write import run_correct
 
+    gates = None
+    if heat_gate is not None or paf_gate is not None:
+        gates = (
+            DEFAULT_GATES[0] if heat_gate is None else heat_gate,
+            DEFAULT_GATES[1] if paf_gate is None else paf_gate,
+        )
     attrs = run_correct(
         cache,
         out,
         mode=mode,
         lam=lam,
         background=background,
+        gates=gates,
         clean=clean,
         scheduler=scheduler,
         resume=resume,

@@ -7,6 +7,8 @@
     pafs      H = H_GT, L as in `max`                                  (Table 2 ablation)
     kd        y = (1 - lam) y_GT + lam T, every channel                (eq. 5 as a target)
     kd+lc     y = (1 - lam) y_LC + lam T, y_LC = the `max` target      (eq. 6 as a target)
+    gated     H_k = max(H_GT_k, H_T_k [H_T_k >= tau_h])                 (not in the paper)
+              L_l = L_GT_l where ||L_GT_l|| > ||L_T_l|| or ||L_T_l|| < tau_p, else L_T_l
 
 Letters used in shapes: N samples, K+1 heatmap channels (background last), 2L PAF channels
 (2l = x, 2l+1 = y of limb l), h, w the grid in cells.
@@ -23,6 +25,11 @@ Rules worth stating (docs/correction.md has the reasoning):
 - KD blends whole outputs, background channel included: eq. 5 puts every output channel in
   both loss terms, and only blending every channel keeps the target's gradient equal to
   eq. 5's (tests/test_correct.py proves it on the training loss).
+- `gated` is LC with a confidence gate (docs/correction.md): the teacher enters a cell only
+  where it is confident there, a heatmap value of at least tau_h (`heat_gate`) or a limb
+  vector at least tau_p long (`paf_gate`), so its faint haze leaves the target while its
+  peaks and limbs stay. Comparisons use the float32 value (tau_p squared, in float32,
+  against the exact squared length); ties at the gate pass. Gates of 0 give `max` exactly.
 - Targets are computed everywhere; the ignore mask is applied by the loss (W in eq. 1).
 - Everything runs in float32 on the stored float16 values (blend: `(1 - lam) * y + lam * t`
   with lam rounded to float32); float64 inputs stay float64. A stored target is this value
@@ -38,11 +45,15 @@ import numpy as np
 from lcdata.errors import ConfigError
 from lcdata.store.codec import as_float32
 
-MODES: tuple[str, ...] = ("gt", "max", "heatmaps", "pafs", "kd", "kd+lc")
+MODES: tuple[str, ...] = ("gt", "max", "heatmaps", "pafs", "kd", "kd+lc", "gated")
 BACKGROUND_RULES: tuple[str, ...] = ("recompute", "min", "max")
 DEFAULT_LAMBDA = 0.5
 """The paper's mixing ratio for KD (Table 1: lambda = 0.5 beats lambda = 1)."""
 KD_MODES = ("kd", "kd+lc")
+GATED_MODES = ("gated",)
+DEFAULT_GATES = (0.3, 0.3)
+"""(tau_h, tau_p) of mode `gated`: chosen from the analytics of a long-schedule teacher on
+the synthetic benchmark (docs/correction.md)."""
 
 _RULES: dict[str, tuple[str, str]] = {
     "gt": ("gt", "gt"),
@@ -51,9 +62,10 @@ _RULES: dict[str, tuple[str, str]] = {
     "pafs": ("gt", "lc"),
     "kd": ("kd", "kd"),
     "kd+lc": ("kd+lc", "kd+lc"),
+    "gated": ("gate", "gate"),
 }
 """mode -> (rule for the heatmaps, rule for the PAFs): gt, lc (eq. 2 / eq. 3), kd (eq. 5),
-kd+lc (eq. 6)."""
+kd+lc (eq. 6), gate (the confidence-gated eq. 2 / eq. 3)."""
 
 GRID_MODES = tuple(m for m, rules in _RULES.items() if not {"kd", "kd+lc"} & set(rules))
 """Modes whose targets are maxima, selections and 1 - max of stored values: on the store's
@@ -83,6 +95,29 @@ def correct_heatmaps(
     elif background != "max":
         raise ConfigError("correct", "background", _unknown("rule", background, BACKGROUND_RULES))
     return out
+
+
+def gate_heatmaps(teacher: np.ndarray, tau: float) -> np.ndarray:
+    """(N, K+1, h, w) teacher heatmaps with part values below `tau` set to 0 (float32;
+    the background channel is kept, the correction recomputes it)."""
+    out = np.array(teacher, np.float32)
+    parts = out[:, :-1]
+    parts[parts < np.float32(tau)] = 0
+    return out
+
+
+def gated_pafs(gt: np.ndarray, teacher: np.ndarray, tau: float) -> PafCorrection:
+    """Eq. 3 with a gate: the GT's limb vector where it is longer than the teacher's or the
+    teacher's is shorter than `tau`, else the teacher's (ties pass, as in eq. 3); see
+    `PafCorrection`."""
+    sq_g, sq_t = _length_pair(gt, teacher)
+    tau_sq = np.asarray(tau, sq_t.dtype) ** 2
+    keep = (sq_g > sq_t) | (sq_t < tau_sq)
+    n, c, h, w = np.shape(gt)
+    g = as_float32(gt).reshape(n, c // 2, 2, h, w)
+    t = as_float32(teacher).reshape(n, c // 2, 2, h, w)
+    out = np.where(keep[:, :, None], g, t).reshape(n, c, h, w)
+    return PafCorrection(out, sq_g, np.where(keep, sq_g, sq_t))
 
 
 def limb_sq_lengths(pafs: np.ndarray, dtype: type = np.float32) -> np.ndarray:
@@ -175,6 +210,7 @@ def targets(
     mode: str,
     lam: float = DEFAULT_LAMBDA,
     background: str = "recompute",
+    gates: tuple[float, float] = DEFAULT_GATES,
 ) -> Targets:
     """The targets of `mode` (module docstring) from GT and teacher maps: the only switch
     between the modes, used by the store writer, the lazy dask view and the tests.
@@ -184,6 +220,7 @@ def targets(
             as stored (float16) or float32; the teacher's may be None for mode "gt". Give
             None for a GT map kind to skip it (its target is then None too).
         mode, lam, background: see the module docstring (`check_options` validates them).
+        gates: (tau_h, tau_p) of mode `gated` (`check_gates`); unused by the others.
     """
     if mode not in _RULES:
         raise ConfigError("correct", "mode", _unknown("mode", mode, MODES))
@@ -194,6 +231,9 @@ def targets(
             heat = np.asarray(gt_heatmaps, np.float32)
         elif heat_rule == "kd":
             heat = blend(gt_heatmaps, teacher_heatmaps, lam)
+        elif heat_rule == "gate":
+            gated = gate_heatmaps(teacher_heatmaps, gates[0])
+            heat = correct_heatmaps(gt_heatmaps, gated, background=background)
         else:
             heat = correct_heatmaps(gt_heatmaps, teacher_heatmaps, background=background)
             if heat_rule == "kd+lc":
@@ -203,8 +243,11 @@ def targets(
             pafs = np.asarray(gt_pafs, np.float32)
         elif paf_rule == "kd":
             pafs = blend(gt_pafs, teacher_pafs, lam)
-        elif paf_rule == "lc":
-            pafs, sq_gt, sq_target = correct_pafs_with_lengths(gt_pafs, teacher_pafs)
+        elif paf_rule in ("lc", "gate"):
+            if paf_rule == "lc":
+                pafs, sq_gt, sq_target = correct_pafs_with_lengths(gt_pafs, teacher_pafs)
+            else:
+                pafs, sq_gt, sq_target = gated_pafs(gt_pafs, teacher_pafs, gates[1])
             lengths = (sq_gt, sq_target)
         else:
             pafs = blend(correct_pafs(gt_pafs, teacher_pafs), teacher_pafs, lam)
@@ -213,7 +256,7 @@ def targets(
 
 def uses_background(mode: str) -> bool:
     """Whether the background rule decides anything in `mode` (its heatmaps are corrected)."""
-    return _RULES[mode][0] in ("lc", "kd+lc")
+    return _RULES[mode][0] in ("lc", "kd+lc", "gate")
 
 
 def needs_teacher(mode: str) -> bool:
@@ -246,6 +289,23 @@ def check_options(mode: str, lam: float | None, background: str) -> float:
     if not 0.0 <= lam <= 1.0 or not np.isfinite(lam):
         raise ConfigError("correct", "lam", f"must be in [0, 1], got {lam}")
     return float(lam)
+
+
+def check_gates(mode: str, gates: tuple[float, float] | None) -> tuple[float, float]:
+    """Validate the gates of mode `gated`; returns the gates to use (`DEFAULT_GATES` for
+    None).
+
+    Raises:
+        ConfigError: gates given for another mode, or outside [0, 4).
+    """
+    if gates is None:
+        return DEFAULT_GATES
+    if mode not in GATED_MODES:
+        raise ConfigError("correct", "gates", f"apply to mode gated only, not {mode!r}")
+    for name, tau in zip(("heat_gate", "paf_gate"), gates, strict=True):
+        if not 0.0 <= tau < 4.0 or not np.isfinite(tau):
+            raise ConfigError("correct", name, f"must be in [0, 4), got {tau}")
+    return (float(gates[0]), float(gates[1]))
 
 
 def _unknown(what: str, value: str, choices: tuple[str, ...]) -> str:

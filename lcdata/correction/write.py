@@ -30,8 +30,10 @@ from lcdata.config import RenderConfig
 from lcdata.correction.analytics import AnalyticsSetup, analytics_setup, collect_analytics
 from lcdata.correction.rules import (
     DEFAULT_LAMBDA,
+    GATED_MODES,
     GRID_MODES,
     KD_MODES,
+    check_gates,
     check_options,
     needs_teacher,
     required_arrays,
@@ -101,20 +103,22 @@ def correct_lazy(
     mode: str,
     lam: float = DEFAULT_LAMBDA,
     background: str = "recompute",
+    gates: tuple[float, float] | None = None,
 ) -> tuple[da.Array, da.Array]:
     """The stored targets of a cache store as dask arrays, nothing computed yet.
 
     Args:
         path: a complete cache store.
-        mode, lam, background: see `lcdata.correction.rules`.
+        mode, lam, background, gates: see `lcdata.correction.rules`.
 
     Returns:
         heatmaps (N, K+1, h, w) and pafs (N, 2L, h, w), float16 quantised as stored, one
         dask block per store block (each task reads whole blocks).
     """
     lam = check_options(mode, None if mode not in KD_MODES else lam, background)
+    gates = check_gates(mode, gates if mode in GATED_MODES else None)
     open_source(path, mode)
-    kw = {"mode": mode, "lam": lam, "background": background}
+    kw = {"mode": mode, "lam": lam, "background": background, "gates": gates}
     teacher = needs_teacher(mode)
 
     def lazy(kind: str) -> da.Array:
@@ -139,7 +143,7 @@ _COPIED_ATTRS = (
     "quant_step", "source", "teacher",
 )  # fmt: skip
 # correction settings that must agree for --resume to continue
-_RESUME_KEYS = ("mode", "lambda", "background", "source_sha256", "inputs")
+_RESUME_KEYS = ("mode", "lambda", "background", "gates", "source_sha256", "inputs")
 
 
 def corrected_attrs(
@@ -151,6 +155,7 @@ def corrected_attrs(
     lam: float,
     background: str,
     copy_inputs: bool,
+    gates: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """The `lcpose` attributes of a corrected store (before `complete` and analytics)."""
     attrs = {key: src_attrs[key] for key in _COPIED_ATTRS if key in src_attrs}
@@ -163,6 +168,7 @@ def corrected_attrs(
             "mode": mode,
             "lambda": lam if mode in KD_MODES else None,
             "background": background if uses_background(mode) else None,
+            "gates": list(gates) if mode in GATED_MODES and gates is not None else None,
             "source_store_relative": os.path.relpath(source_abs, out.resolve()),
             "source_sha256": store_fingerprint(source),
             "source_sha256_scope": "zarr.json metadata of the source store (store_fingerprint)",
@@ -233,7 +239,7 @@ class _BlockJob:
 
     Attributes:
         out: the corrected store.
-        mode, lam, background: the correction (`lcdata.correction.rules`).
+        mode, lam, background, gates: the correction (`lcdata.correction.rules`).
         samples_per_block: B; block s holds samples [s * B, (s + 1) * B).
         copy_from: the cache store whose inputs (`INPUT_ARRAYS`) are copied, or None.
         stats_dir: folder for each block's analytics statistics (`save_block_stats`), or
@@ -247,6 +253,7 @@ class _BlockJob:
     lam: float
     background: str
     samples_per_block: int
+    gates: tuple[float, float] | None = None
     copy_from: str | None = None
     stats_dir: str | None = None
     stats_tag: str = ""
@@ -274,7 +281,12 @@ def _write_target_block(
     pafs = np.empty(arrays["gt/pafs"].shape, np.float16)
     parts: list[dict[str, np.ndarray]] = []
     step = max(1, _SUB_BLOCK_ELEMENTS // (heatmaps[0].size + pafs[0].size))
-    kw = {"mode": job.mode, "lam": job.lam, "background": job.background}
+    kw = {
+        "mode": job.mode,
+        "lam": job.lam,
+        "background": job.background,
+        "gates": check_gates(job.mode, job.gates),
+    }
     meta = [arrays.get(f"meta/{k}") for k in ("image_id", "affine", "flipped")]
     names = ("gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs")
     for a in range(0, n, step):
@@ -333,6 +345,7 @@ def _first_block(
     lam: float,
     background: str,
     copy_inputs: bool,
+    gates: tuple[float, float] | None = None,
 ) -> dict[str, tuple[zarr.Array, np.ndarray]]:
     """One block of what `_write_target_block` writes, for the space estimate."""
     sl = slice(block * per, (block + 1) * per)
@@ -345,6 +358,7 @@ def _first_block(
         mode=mode,
         lam=lam,
         background=background,
+        gates=check_gates(mode, gates),
     )
     cast = to_float16 if mode in GRID_MODES else quantize
     block_arrays = {
@@ -368,6 +382,7 @@ def write_tasks(
     samples_per_block: int,
     analytics: AnalyticsSetup | None = None,
     stats_dir: Path | None = None,
+    gates: tuple[float, float] | None = None,
 ) -> list[Any]:
     """One dask.delayed per pending block: compute its targets, write them, save its
     analytics statistics (given `analytics` and `stats_dir`), mark it done.
@@ -385,6 +400,7 @@ def write_tasks(
         lam=lam,
         background=background,
         samples_per_block=samples_per_block,
+        gates=gates,
         copy_from=str(source) if copy_inputs else None,
     )
     truth = None
@@ -419,6 +435,7 @@ def run_correct(
     mode: str,
     lam: float | None = None,
     background: str = "recompute",
+    gates: tuple[float, float] | None = None,
     clean: str | Path | None = None,
     scheduler: str | None = None,
     resume: bool = False,
@@ -440,6 +457,7 @@ def run_correct(
         source: complete cache store (with teacher arrays unless mode is "gt").
         out: corrected store to create (or finish, with `resume`).
         mode, lam, background: see `lcdata.correction.rules`; lam only for kd modes.
+        gates: (tau_h, tau_p) of mode gated (default `DEFAULT_GATES`); gated only.
         clean: the synthetic benchmark's clean annotation file, for recovered-truth analytics.
         scheduler: a dask.distributed scheduler address (its workers must see both stores
             at the same paths), or None for local threads.
@@ -455,13 +473,15 @@ def run_correct(
     """
     source, out = Path(source), Path(out)
     lam = check_options(mode, lam, background)
+    gates = check_gates(mode, gates) if mode in GATED_MODES or gates is not None else None
     if out.resolve() == source.resolve():
         raise ConfigError("correct", "out", "must differ from the cache store")
     src = open_source(source, mode)
     src_attrs = store_attrs(src)
     attrs = corrected_attrs(
-        source, out, src_attrs, mode=mode, lam=lam, background=background, copy_inputs=copy_inputs
-    )
+        source, out, src_attrs, mode=mode, lam=lam, background=background,
+        copy_inputs=copy_inputs, gates=gates,
+    )  # fmt: skip
     # before anything is written: a clean file that does not pair fails now, not at the end
     setup = analytics_setup(source, clean)
     new = not out.exists()
@@ -475,7 +495,7 @@ def run_correct(
             per = attrs["samples_per_shard"]
             first = _first_block(
                 src, group, todo[0], per, mode=mode, lam=lam, background=background,
-                copy_inputs=copy_inputs,
+                copy_inputs=copy_inputs, gates=gates,
             )  # fmt: skip
             with removed_if_refused(out, new=new):
                 check_space(
@@ -497,6 +517,7 @@ def run_correct(
             samples_per_block=attrs["samples_per_shard"],
             analytics=setup,
             stats_dir=stats_dir,
+            gates=gates,
         )
         compute_with_progress(
             tasks,

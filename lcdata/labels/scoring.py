@@ -37,12 +37,15 @@ def coco_results(image_id: int, persons: list[Person], *, skeleton: Skeleton) ->
 
 
 def evaluate_results(
-    ann_file: str | Path, results: list[dict], *, image_ids: Iterable[int] | None = None
+    ann_file: str | Path | dict,
+    results: list[dict],
+    *,
+    image_ids: Iterable[int] | None = None,
 ) -> dict[str, float]:
     """COCOeval (keypoints) of results against an annotation file.
 
     Args:
-        ann_file: COCO person-keypoints JSON.
+        ann_file: COCO person-keypoints JSON, or its parsed content (a dict).
         results: COCO results entries (`image_id`, `category_id`, `keypoints`, `score`).
         image_ids: restrict to these images (default: all images of the file).
 
@@ -54,7 +57,12 @@ def evaluate_results(
 
     # pycocotools reports progress with print(); the library stays quiet
     with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO(str(ann_file))
+        if isinstance(ann_file, dict):
+            gt = COCO()
+            gt.dataset = ann_file
+            gt.createIndex()
+        else:
+            gt = COCO(str(ann_file))
         if not results:
             return dict.fromkeys(METRIC_NAMES, 0.0)
         dt = gt.loadRes(results)

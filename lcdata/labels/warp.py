@@ -188,22 +188,28 @@ def warp_maps(
     *,
     stride: int,
     skeleton: Skeleton,
+    background: str = "recompute",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Heatmaps and PAFs under one crop affine (module doc).
 
     Args:
         heatmaps: (K+1, h, h), last channel background. pafs: (2L, h, h), (x, y) per limb.
         affine: (2, 3) stored crop pixels -> new crop pixels.
+        background: "recompute" (1 - max of the warped parts, as the renderer defines it)
+            or "warp" (resampled like a part: a model's own background output, for TTA).
 
     Returns:
-        heatmaps (K+1, h, h), background recomputed, and pafs (2L, h, h), float32.
+        heatmaps (K+1, h, h) and pafs (2L, h, h), float32.
     """
     h = heatmaps.shape[-1]
     affine = np.asarray(affine, np.float64)
     k = skeleton.num_parts
-    planes = np.concatenate([np.asarray(heatmaps[:k], np.float32), np.asarray(pafs, np.float32)])
+    n_heat = k + 1 if background == "warp" else k
+    planes = np.concatenate(
+        [np.asarray(heatmaps[:n_heat], np.float32), np.asarray(pafs, np.float32)]
+    )
     warped = _warp_channels(planes, cell_affine(affine, stride), h)
-    parts, vec = warped[:k], warped[k:]
+    parts, vec = warped[:k], warped[n_heat:]
     # PAF vectors turn with the crop: the affine's linear part without its scale
     lin = affine[:, :2]
     rot = lin / np.sqrt(abs(np.linalg.det(lin)))
@@ -212,7 +218,8 @@ def warp_maps(
     if np.linalg.det(lin) < 0:  # mirrored: the new left arm is the old right arm
         parts = parts[skeleton.flip_permutation()]
         vec = vec[skeleton.limb_flip_permutation()]
-    new_heat = np.concatenate([parts, 1.0 - parts.max(axis=0, keepdims=True)])
+    bg = warped[k : k + 1] if background == "warp" else 1.0 - parts.max(axis=0, keepdims=True)
+    new_heat = np.concatenate([parts, bg])
     return new_heat, np.ascontiguousarray(vec.reshape(pafs.shape[0], h, h))
 
 

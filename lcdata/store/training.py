@@ -35,13 +35,19 @@ class OnlineTargets:
         kind: "render" (GT maps rendered from the view's moved keypoints) or "correct"
             (that GT, the warped teacher maps of `heatmaps`/`pafs`, and the store's
             correction rule applied per view, `lcdata.correction.rules.targets`).
-        mode, lam, background: the correction of a corrected store ("correct" only).
+        mode, lam, background, gates: the correction of a corrected store ("correct" only).
     """
 
     kind: str
     mode: str = "gt"
     lam: float = 0.0
     background: str = "recompute"
+    gates: tuple[float, float] | None = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `lcdata.correction.rules.targets` for this correction."""
+        kw = {"mode": self.mode, "lam": self.lam, "background": self.background}
+        return kw if self.gates is None else {**kw, "gates": self.gates}
 
 
 @dataclass(frozen=True)
@@ -213,11 +219,13 @@ def _online_plan(
     # which covers the teacher record
     arrays["heatmaps"] = (source_path, "teacher/heatmaps")
     arrays["pafs"] = (source_path, "teacher/pafs")
+    gates = correction.get("gates")
     return OnlineTargets(
         "correct",
         mode=mode,
         lam=float(correction.get("lambda") or 0.0),
         background=correction.get("background") or "recompute",
+        gates=None if gates is None else (float(gates[0]), float(gates[1])),
     )
 
 
