@@ -8,6 +8,14 @@ copies those into the config's `results_dir` (e.g. experiments/results/<name>/),
 On a machine where OUT is gone, `restore` puts them back, so the runner skips the group's
 steps and the report is written as before. Only whole groups are archived: a restored step
 never waits for a store or checkpoint that is not there.
+
+A training cut off with its session would be lost with OUT, so `park` also keeps what an
+unfinished fit needs to continue: its checkpoint, log, run record and kept checkpoints (a
+few MB for the tiny model), under `<results_dir>/<group>/parked/`. On a fresh machine
+`unpark` puts them back before the group's steps run again: the data and store steps are
+deterministic (same seeds, same files, same store identity), so the fit resumes from the
+parked step and gives the batches it would have given (`trainer fit --resume`). Parked files
+are removed once their group is archived.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ MAX_FILE_BYTES = 2_000_000
 """A file larger than this is never archived (a summary must stay small)."""
 
 DONE = "ARCHIVED.json"
+PARKED = "parked"
+PARK_FILES = ("checkpoint.pt", "log.csv", "run.json", "steps/*.pt")
+"""Files of an unfinished fit's run folder that `park` keeps."""
 
 
 def group_of(step: Step) -> str:
@@ -67,8 +78,48 @@ def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
                     shutil.copy2(path, target)
                     files.append(str(path.relative_to(out / group)))
         write_json_atomic(record, {"steps": names, "files": files})
+        shutil.rmtree(dest / group / PARKED, ignore_errors=True)  # finished: nothing to resume
         written.append(group)
     return written
+
+
+def park(out: Path, steps: list[Step], dest: Path) -> list[str]:
+    """Keep the checkpoints of every unfinished fit of `steps` in `dest` (module doc).
+
+    Returns the fit steps parked (those with a checkpoint to keep).
+    """
+    parked = []
+    for step in steps:
+        if step.kind != "fit" or marker_path(out, step.name).is_file():
+            continue
+        run = out / step.args["run"]
+        if not (run / "checkpoint.pt").is_file():
+            continue
+        target = dest / group_of(step) / PARKED / Path(step.args["run"]).relative_to(group_of(step))
+        shutil.rmtree(target, ignore_errors=True)
+        for pattern in PARK_FILES:
+            for path in sorted(run.glob(pattern)):
+                copy = target / path.relative_to(run)
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, copy)
+        parked.append(step.name)
+    return parked
+
+
+def unpark(out: Path, steps: list[Step], dest: Path) -> list[str]:
+    """Put parked fits back where their run folder has no checkpoint; returns their steps."""
+    unparked = []
+    for step in steps:
+        if step.kind != "fit" or marker_path(out, step.name).is_file():
+            continue
+        rel = Path(step.args["run"]).relative_to(group_of(step))
+        source = dest / group_of(step) / PARKED / rel
+        run = out / step.args["run"]
+        if not (source / "checkpoint.pt").is_file() or (run / "checkpoint.pt").is_file():
+            continue
+        shutil.copytree(source, run, dirs_exist_ok=True)
+        unparked.append(step.name)
+    return unparked
 
 
 def restore(out: Path, steps: list[Step], dest: Path) -> list[str]:

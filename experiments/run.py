@@ -27,7 +27,7 @@ from pathlib import Path
 
 import click
 
-from experiments.archive import archive, restore
+from experiments.archive import archive, park, restore, unpark
 from experiments.config import (
     DEFAULT_CONFIG,
     QUICK_CONFIG,
@@ -65,9 +65,15 @@ from lcdata.errors import LcposeError
               "else OUT/report].")  # fmt: skip
 @click.option("--parallel", type=int, default=None, help="Concurrent steps [config's].")
 @click.option("--list", "list_steps", is_flag=True, help="Print the plan and what is done.")
-@click.option("--archive-only", is_flag=True,
-              help="Copy the summaries of finished groups into the config's results_dir "
-              "(to commit) and stop; safe while another process runs the experiment.")  # fmt: skip
+@click.option(
+    "--archive-only",
+    is_flag=True,
+    help="Copy the summaries of finished groups into the config's results_dir "
+    "(to commit) and stop; safe while another process runs the experiment.",
+)
+@click.option("--park", "park_only", is_flag=True,
+              help="Also keep the checkpoints of unfinished trainings in results_dir, so a "
+              "fresh machine resumes them (with --archive-only; commit them).")  # fmt: skip
 @click.option("--exec", "exec_step", default=None, hidden=True)
 @click.argument("only", nargs=-1, metavar="[STEP]...")
 def main(
@@ -82,15 +88,18 @@ def main(
     parallel: int | None,
     list_steps: bool,
     archive_only: bool,
+    park_only: bool,
     exec_step: str | None,
 ) -> None:
     """Run the label-correction experiment (resumable) and write its report."""
+    if park_only and not archive_only:
+        raise click.UsageError("--park goes with --archive-only")
     if bool(only) != only_flag:
         raise click.UsageError("give step names after --only, e.g. --only '*/fit/lc'")
     try:
         _main(
             config_path, quick, out, list(only), report_only, no_report, report_dir, parallel,
-            list_steps, archive_only, exec_step,
+            list_steps, archive_only, exec_step, park_only,
         )  # fmt: skip
     except LcposeError as err:
         raise click.ClickException(str(err)) from None
@@ -108,6 +117,7 @@ def _main(
     list_steps: bool,
     archive_only: bool,
     exec_step: str | None,
+    park_only: bool = False,
 ) -> None:
     if exec_step is not None:  # a child process of run_plan: one step, config from OUT
         if out is None:
@@ -140,12 +150,17 @@ def _main(
             )
         for group in archive(out, steps, results):
             click.echo(f"archived {group} into {results} (commit it)")
+        if park_only:
+            for name in park(out, steps, results):
+                click.echo(f"parked {name} into {results} (commit it)")
         return
     if not report_only:
         prepare_out(cfg, out)
         if results is not None:
             for group in restore(out, steps, results):
                 click.echo(f"restored {group} from {results}")
+            for name in unpark(out, steps, results):
+                click.echo(f"unparked {name} from {results}: it resumes from its checkpoint")
         done = {s.name for s in steps if marker_path(out, s.name).is_file()}
         chosen = select(steps, only, done)
         t0 = time.perf_counter()

@@ -186,3 +186,29 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     assert group not in restore(again, grown, results)
+
+
+def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
+    from experiments.archive import PARKED, archive, park, unpark
+
+    out, _, _ = quick_run
+    steps = plan(load_config(QUICK_CONFIG))
+    fit = next(s for s in steps if s.kind == "fit")
+    group = fit.name.split("/", 1)[0]
+    # a copy of OUT where this fit was cut off: its checkpoint is there, its marker is not
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    marker_path(cut, fit.name).unlink()
+    results = tmp_path / "results"
+    assert park(cut, steps, results) == [fit.name]
+    kept = results / group / PARKED / Path(fit.args["run"]).relative_to(group)
+    assert (kept / "checkpoint.pt").is_file() and (kept / "log.csv").is_file()
+    # a fresh machine gets the checkpoint back where the fit will look for it ...
+    fresh = tmp_path / "fresh"
+    assert unpark(fresh, steps, results) == [fit.name]
+    ckpt = fresh / fit.args["run"] / "checkpoint.pt"
+    assert ckpt.read_bytes() == (out / fit.args["run"] / "checkpoint.pt").read_bytes()
+    assert unpark(fresh, steps, results) == []  # ... once: it never overwrites a newer one
+    # a finished group needs no parked checkpoints: archiving it drops them
+    assert group in archive(out, steps, results)
+    assert not (results / group / PARKED).exists()

@@ -453,7 +453,8 @@ def _jitter_batch(
             if online.kind == "render":
                 h, p = gt_h, gt_p
             else:
-                h, p, _ = targets(gt_h[None], gt_p[None], h[None], p[None], **online.kwargs())
+                out = targets(gt_h[None], gt_p[None], h[None], p[None], **online.kwargs())
+                h, p = out.heatmaps, out.pafs
                 h, p = h[0], p[0]
         heat32[i], paf32[i] = h, p
     data["heatmaps"].copy_(torch.from_numpy(heat32))

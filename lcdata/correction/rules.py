@@ -9,6 +9,9 @@
     kd+lc     y = (1 - lam) y_LC + lam T, y_LC = the `max` target      (eq. 6 as a target)
     gated     H_k = max(H_GT_k, H_T_k [H_T_k >= tau_h])                 (not in the paper)
               L_l = L_GT_l where ||L_GT_l|| > ||L_T_l|| or ||L_T_l|| < tau_p, else L_T_l
+    keypoints y = render(merge(labelled keypoints, decode(T)))             (not in the paper)
+              the teacher's decoded persons complete the labels (`lcdata.labels.merge`)
+              and GT-like maps are rendered from the merged keypoints
 
 Letters used in shapes: N samples, K+1 heatmap channels (background last), 2L PAF channels
 (2l = x, 2l+1 = y of limb l), h, w the grid in cells.
@@ -38,19 +41,27 @@ Rules worth stating (docs/correction.md has the reasoning):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
 
+from lcdata.config import RenderConfig
 from lcdata.errors import ConfigError
+from lcdata.labels.decode import DecodeConfig, decode
+from lcdata.labels.merge import MergeConfig, merge_persons
+from lcdata.labels.render import render_targets
+from lcdata.labels.skeleton import Skeleton
 from lcdata.store.codec import as_float32
 
-MODES: tuple[str, ...] = ("gt", "max", "heatmaps", "pafs", "kd", "kd+lc", "gated")
+MODES: tuple[str, ...] = ("gt", "max", "heatmaps", "pafs", "kd", "kd+lc", "gated", "keypoints")
 BACKGROUND_RULES: tuple[str, ...] = ("recompute", "min", "max")
 DEFAULT_LAMBDA = 0.5
 """The paper's mixing ratio for KD (Table 1: lambda = 0.5 beats lambda = 1)."""
 KD_MODES = ("kd", "kd+lc")
 GATED_MODES = ("gated",)
+KEYPOINT_MODES = ("keypoints",)
+"""Modes whose targets are rendered from merged keypoints, which their stores keep."""
 DEFAULT_GATES = (0.3, 0.3)
 """(tau_h, tau_p) of mode `gated`: chosen from the analytics of a long-schedule teacher on
 the synthetic benchmark (docs/correction.md)."""
@@ -63,11 +74,12 @@ _RULES: dict[str, tuple[str, str]] = {
     "kd": ("kd", "kd"),
     "kd+lc": ("kd+lc", "kd+lc"),
     "gated": ("gate", "gate"),
+    "keypoints": ("render", "render"),
 }
 """mode -> (rule for the heatmaps, rule for the PAFs): gt, lc (eq. 2 / eq. 3), kd (eq. 5),
-kd+lc (eq. 6), gate (the confidence-gated eq. 2 / eq. 3)."""
+kd+lc (eq. 6), gate (the confidence-gated eq. 2 / eq. 3), render (from merged keypoints)."""
 
-GRID_MODES = tuple(m for m, rules in _RULES.items() if not {"kd", "kd+lc"} & set(rules))
+GRID_MODES = tuple(m for m, rules in _RULES.items() if not {"kd", "kd+lc", "render"} & set(rules))
 """Modes whose targets are maxima, selections and 1 - max of stored values: on the store's
 2^-9 grid already (1 - x of a grid value is exact), so storing them needs no rounding."""
 
@@ -194,11 +206,14 @@ class Targets(NamedTuple):
         pafs: (N, 2L, h, w) float32 (None when not asked for).
         paf_lengths: (squared GT limb lengths, squared target limb lengths), each
             (N, L, h, w), when eq. 3 computed them (the PAFs of max and pafs), else None.
+        keypoints: (N, M, K, 3) float32 merged keypoints of the keypoint modes (crop
+            pixels, v; rows of zeros pad), else None.
     """
 
     heatmaps: np.ndarray | None
     pafs: np.ndarray | None
     paf_lengths: tuple[np.ndarray, np.ndarray] | None = None
+    keypoints: np.ndarray | None = None
 
 
 def targets(
@@ -211,6 +226,8 @@ def targets(
     lam: float = DEFAULT_LAMBDA,
     background: str = "recompute",
     gates: tuple[float, float] = DEFAULT_GATES,
+    keypoints: np.ndarray | None = None,
+    merge: KeypointMerge | None = None,
 ) -> Targets:
     """The targets of `mode` (module docstring) from GT and teacher maps: the only switch
     between the modes, used by the store writer, the lazy dask view and the tests.
@@ -221,10 +238,19 @@ def targets(
             None for a GT map kind to skip it (its target is then None too).
         mode, lam, background: see the module docstring (`check_options` validates them).
         gates: (tau_h, tau_p) of mode `gated` (`check_gates`); unused by the others.
+        keypoints: (N, P, K, 3) the labelled keypoints in crop pixels (`meta/keypoints`),
+            for the keypoint modes; their GT maps are not read.
+        merge: how the keypoint modes decode, merge and render (`KeypointMerge`).
     """
     if mode not in _RULES:
         raise ConfigError("correct", "mode", _unknown("mode", mode, MODES))
     heat_rule, paf_rule = _RULES[mode]
+    if heat_rule == "render":
+        if keypoints is None or merge is None or teacher_heatmaps is None:
+            raise ConfigError(
+                "correct", "mode", f"{mode!r} needs keypoints, teacher maps and merge"
+            )
+        return merged_targets(keypoints, teacher_heatmaps, teacher_pafs, merge)
     heat = pafs = lengths = None
     if gt_heatmaps is not None:
         if heat_rule == "gt":
@@ -254,6 +280,61 @@ def targets(
     return Targets(heat, pafs, lengths)
 
 
+@dataclass(frozen=True)
+class KeypointMerge:
+    """Everything the keypoint modes need beside the arrays.
+
+    Attributes:
+        merge: thresholds of `lcdata.labels.merge.merge_persons`.
+        decode: decoder settings for the teacher's maps.
+        render: the store's render geometry (the targets are rendered with it).
+        skeleton: the store's skeleton.
+        max_persons: rows of the merged keypoints (labelled rows + `merge.max_added`).
+    """
+
+    merge: MergeConfig
+    decode: DecodeConfig
+    render: RenderConfig
+    skeleton: Skeleton
+    max_persons: int
+
+
+def merged_targets(
+    keypoints: np.ndarray,
+    teacher_heatmaps: np.ndarray,
+    teacher_pafs: np.ndarray,
+    km: KeypointMerge,
+) -> Targets:
+    """Targets of mode `keypoints`: per sample, decode the teacher's maps, merge its persons
+    into the labelled ones (`merge_persons`) and render the merged keypoints.
+
+    Args:
+        keypoints: (N, P, K, 3) labelled parts, crop pixels. teacher_heatmaps: (N, K+1, h, h);
+        teacher_pafs: (N, 2L, h, h).
+
+    Returns:
+        `Targets` with heatmaps, pafs (float32) and keypoints (N, km.max_persons, K, 3).
+    """
+    n, k = len(keypoints), km.skeleton.num_parts
+    heat = np.empty(np.shape(teacher_heatmaps), np.float32)
+    pafs = np.empty(np.shape(teacher_pafs), np.float32)
+    merged = np.zeros((n, km.max_persons, k, 3), np.float32)
+    stride = km.render.stride
+    for i in range(n):
+        persons = decode(
+            as_float32(teacher_heatmaps[i]),
+            as_float32(teacher_pafs[i]),
+            skeleton=km.skeleton,
+            stride=stride,
+            cfg=km.decode,
+        )
+        m = merge_persons(keypoints[i], persons, cfg=km.merge, sigma=km.render.sigma)
+        rows = m.keypoints[: km.max_persons]
+        merged[i, : len(rows)] = rows
+        heat[i], pafs[i] = render_targets(rows, cfg=km.render, skeleton=km.skeleton)
+    return Targets(heat, pafs, None, merged)
+
+
 def uses_background(mode: str) -> bool:
     """Whether the background rule decides anything in `mode` (its heatmaps are corrected)."""
     return _RULES[mode][0] in ("lc", "kd+lc", "gate")
@@ -265,8 +346,11 @@ def needs_teacher(mode: str) -> bool:
 
 
 def required_arrays(mode: str) -> tuple[str, ...]:
-    """Cache store arrays the targets of `mode` are made from."""
+    """Cache store arrays the targets of `mode` are made from (the GT maps always: the
+    analytics compare with them)."""
     arrays = ("gt/heatmaps", "gt/pafs")
+    if mode in KEYPOINT_MODES:
+        arrays += ("meta/keypoints",)
     if needs_teacher(mode):
         arrays += ("teacher/heatmaps", "teacher/pafs")
     return arrays

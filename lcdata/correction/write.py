@@ -33,6 +33,8 @@ from lcdata.correction.rules import (
     GATED_MODES,
     GRID_MODES,
     KD_MODES,
+    KEYPOINT_MODES,
+    KeypointMerge,
     check_gates,
     check_options,
     needs_teacher,
@@ -42,12 +44,16 @@ from lcdata.correction.rules import (
 )
 from lcdata.correction.stats import STATS_DIR, block_stats, save_block_stats, sum_stats
 from lcdata.errors import ConfigError, LcposeError
+from lcdata.labels.decode import DecodeConfig
+from lcdata.labels.merge import MergeConfig
 from lcdata.labels.skeleton import Skeleton
 from lcdata.parallel import compute_with_progress
 from lcdata.store.codec import quantize, to_float16, to_float32
 from lcdata.store.layout import (
     ATTR_KEY,
     SCHEMA_VERSION,
+    StoreInfo,
+    create_keypoints,
     create_maps,
     create_progress,
     finalize,
@@ -117,6 +123,10 @@ def correct_lazy(
     """
     lam = check_options(mode, None if mode not in KD_MODES else lam, background)
     gates = check_gates(mode, gates if mode in GATED_MODES else None)
+    if mode in KEYPOINT_MODES:
+        raise ConfigError(
+            "correct_lazy", "mode", f"{mode!r} decodes each sample; write it with lcdata correct"
+        )
     open_source(path, mode)
     kw = {"mode": mode, "lam": lam, "background": background, "gates": gates}
     teacher = needs_teacher(mode)
@@ -140,10 +150,10 @@ def correct_lazy(
 # attributes a corrected store copies from its cache store (what decides the samples)
 _COPIED_ATTRS = (
     "num_samples", "samples_per_shard", "skeleton", "render", "augment", "build", "seed",
-    "quant_step", "source", "teacher",
+    "quant_step", "source", "teacher", "max_persons",
 )  # fmt: skip
 # correction settings that must agree for --resume to continue
-_RESUME_KEYS = ("mode", "lambda", "background", "gates", "source_sha256", "inputs")
+_RESUME_KEYS = ("mode", "lambda", "background", "gates", "merge", "source_sha256", "inputs")
 
 
 def corrected_attrs(
@@ -169,6 +179,10 @@ def corrected_attrs(
             "lambda": lam if mode in KD_MODES else None,
             "background": background if uses_background(mode) else None,
             "gates": list(gates) if mode in GATED_MODES and gates is not None else None,
+            "merge": keypoint_merge(src_attrs).merge.to_attrs() if mode in KEYPOINT_MODES else None,
+            "decode": keypoint_merge(src_attrs).decode.to_attrs()
+            if mode in KEYPOINT_MODES
+            else None,
             "source_store_relative": os.path.relpath(source_abs, out.resolve()),
             "source_sha256": store_fingerprint(source),
             "source_sha256_scope": "zarr.json metadata of the source store (store_fingerprint)",
@@ -178,6 +192,20 @@ def corrected_attrs(
         },
     )
     return attrs
+
+
+def keypoint_merge(attrs: dict[str, Any]) -> KeypointMerge:
+    """The merge of the keypoint modes for a store with these attributes (the defaults of
+    `MergeConfig` and `DecodeConfig`; the store's render geometry and skeleton)."""
+    info = StoreInfo.from_attrs("", attrs)
+    merge = MergeConfig()
+    return KeypointMerge(
+        merge=merge,
+        decode=DecodeConfig(),
+        render=info.render,
+        skeleton=info.skeleton,
+        max_persons=int(attrs.get("max_persons", 0)) + merge.max_added,
+    )
 
 
 def _mirror_array(group: zarr.Group, name: str, like: zarr.Array) -> None:
@@ -223,6 +251,12 @@ def _prepare_output(
     group = new_group(out)  # keeps our lock file, unlike zarr's mode="w"
     group.attrs[ATTR_KEY] = {**attrs, "schema_version": SCHEMA_VERSION, "complete": False}
     create_maps(group, "target", attrs)
+    if attrs["correction"]["mode"] in KEYPOINT_MODES:
+        km = keypoint_merge(attrs)
+        create_keypoints(
+            group, "target", num_samples=attrs["num_samples"], max_persons=km.max_persons,
+            num_parts=km.skeleton.num_parts, per_block=attrs["samples_per_shard"],
+        )  # fmt: skip
     if copy_inputs:
         for name in INPUT_ARRAYS:
             if name in src:
@@ -254,6 +288,7 @@ class _BlockJob:
     background: str
     samples_per_block: int
     gates: tuple[float, float] | None = None
+    merge: KeypointMerge | None = None
     copy_from: str | None = None
     stats_dir: str | None = None
     stats_tag: str = ""
@@ -286,7 +321,9 @@ def _write_target_block(
         "lam": job.lam,
         "background": job.background,
         "gates": check_gates(job.mode, job.gates),
+        "merge": job.merge,
     }
+    merged: list[np.ndarray] = []
     meta = [arrays.get(f"meta/{k}") for k in ("image_id", "affine", "flipped")]
     names = ("gt/heatmaps", "gt/pafs", "teacher/heatmaps", "teacher/pafs")
     for a in range(0, n, step):
@@ -294,9 +331,12 @@ def _write_target_block(
         # exact float32 copies, shared by the targets and the statistics
         maps = {name: to_float32(arrays[name][sl]) for name in names if name in arrays}
         gt_h, gt_p = maps["gt/heatmaps"], maps["gt/pafs"]
-        h32, p32, lengths = targets(
-            gt_h, gt_p, maps.get("teacher/heatmaps"), maps.get("teacher/pafs"), **kw
-        )
+        if job.merge is not None:
+            kw["keypoints"] = arrays["meta/keypoints"][sl]
+        out = targets(gt_h, gt_p, maps.get("teacher/heatmaps"), maps.get("teacher/pafs"), **kw)
+        h32, p32, lengths = out.heatmaps, out.pafs, out.paf_lengths
+        if out.keypoints is not None:
+            merged.append(out.keypoints)
         # the stored float16 targets, and float32 values equal to them for the statistics;
         # targets of the grid modes are on the store's grid already: a cast, no rounding
         if job.mode in GRID_MODES:
@@ -324,6 +364,11 @@ def _write_target_block(
     stop = start + len(heatmaps)
     write_samples(group, "target/heatmaps", start, heatmaps)
     write_samples(group, "target/pafs", start, pafs)
+    if merged:
+        kps = np.concatenate(merged)
+        write_samples(group, "target/keypoints", start, kps)
+        counts = (kps[..., 2] > 0).any(axis=-1).sum(axis=-1).astype(np.int32)
+        write_samples(group, "target/num_persons", start, counts)
     if job.copy_from is not None:
         src = zarr.open_group(job.copy_from, mode="r")
         for name in INPUT_ARRAYS:
@@ -349,8 +394,15 @@ def _first_block(
 ) -> dict[str, tuple[zarr.Array, np.ndarray]]:
     """One block of what `_write_target_block` writes, for the space estimate."""
     sl = slice(block * per, (block + 1) * per)
-    maps = {name: to_float32(src[name][sl]) for name in required_arrays(mode)}
-    h32, p32, _ = targets(
+    maps = {name: to_float32(src[name][sl]) for name in required_arrays(mode) if "/" in name
+            and name.split("/")[0] in ("gt", "teacher")}  # fmt: skip
+    keypoint_kw = {}
+    if mode in KEYPOINT_MODES:
+        keypoint_kw = {
+            "keypoints": src["meta/keypoints"][sl],
+            "merge": keypoint_merge(store_attrs(src)),
+        }
+    out = targets(
         maps["gt/heatmaps"],
         maps["gt/pafs"],
         maps.get("teacher/heatmaps"),
@@ -359,12 +411,16 @@ def _first_block(
         lam=lam,
         background=background,
         gates=check_gates(mode, gates),
+        **keypoint_kw,
     )
+    h32, p32 = out.heatmaps, out.pafs
     cast = to_float16 if mode in GRID_MODES else quantize
     block_arrays = {
         "target/heatmaps": (group["target/heatmaps"], cast(h32)),
         "target/pafs": (group["target/pafs"], cast(p32)),
     }
+    if out.keypoints is not None:
+        block_arrays["target/keypoints"] = (group["target/keypoints"], out.keypoints)
     if copy_inputs:
         block_arrays.update({n: (group[n], src[n][sl]) for n in INPUT_ARRAYS if n in group})
     return block_arrays
@@ -401,6 +457,7 @@ def write_tasks(
         background=background,
         samples_per_block=samples_per_block,
         gates=gates,
+        merge=keypoint_merge(read_attrs(source)) if mode in KEYPOINT_MODES else None,
         copy_from=str(source) if copy_inputs else None,
     )
     truth = None

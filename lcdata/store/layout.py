@@ -153,6 +153,26 @@ def create_maps(group: zarr.Group, prefix: str, attrs: dict[str, Any]) -> None:
         )
 
 
+def create_keypoints(
+    group: zarr.Group, prefix: str, *, num_samples: int, max_persons: int, num_parts: int,
+    per_block: int,
+) -> None:  # fmt: skip
+    """`<prefix>/keypoints` (N, max_persons, K, 3) float32 (crop pixels, v; zero rows pad) and
+    `<prefix>/num_persons` (N,) int32, chunked by blocks like the maps."""
+    for name, shape, dtype in (
+        ("keypoints", (num_samples, max_persons, num_parts, 3), "float32"),
+        ("num_persons", (num_samples,), "int32"),
+    ):
+        group.create_array(
+            f"{prefix}/{name}",
+            shape=shape,
+            chunks=(per_block, *shape[1:]),
+            dtype=dtype,
+            compressors=ZstdCodec(level=ZSTD_LEVEL),
+            fill_value=0,
+        )
+
+
 def write_samples(group: zarr.Group, name: str, start: int, data: np.ndarray) -> None:
     """Write `data` into samples [start, start + len(data)) of array `name` (whole blocks).
 

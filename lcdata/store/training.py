@@ -210,6 +210,9 @@ def _online_plan(
     else:
         source_path, source = _open_source(path, attrs)
     mode = correction["mode"]
+    if "target/keypoints" in group:  # a keypoint-level correction: render its merged keypoints
+        arrays["keypoints"] = (path, "target/keypoints")
+        return OnlineTargets("render")
     if "meta/keypoints" not in source:
         return None
     arrays["keypoints"] = (source_path, "meta/keypoints")

@@ -1,0 +1,55 @@
+"""A perfect teacher for tests: the clean truth rendered into every stored crop of a store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from lcdata.labels.augment import warp_parts
+from lcdata.labels.render import render_targets
+from lcdata.store.codec import quantize
+from lcdata.store.layout import (
+    StoreInfo,
+    create_maps,
+    create_progress,
+    mark_block_done,
+    num_blocks,
+    store_attrs,
+    update_attrs,
+)
+
+
+def add_oracle_teacher(cache: Path, clean: Path, *, field: str = "keypoints_all") -> None:
+    """Write `teacher/*` of `cache`: the maps of the clean file's persons (`field`, every true
+    point by default) moved into each crop, as a teacher pass would store them."""
+    info = StoreInfo.read(cache)
+    skeleton, render = info.skeleton, info.render
+    persons: dict[int, list[np.ndarray]] = {}
+    for ann in json.loads(Path(clean).read_text())["annotations"]:
+        if not ann.get("iscrowd") and field in ann:
+            kps = np.asarray(ann[field], np.float32).reshape(17, 3)
+            persons.setdefault(int(ann["image_id"]), []).append(kps)
+    group = zarr.open_group(str(cache), mode="r+")
+    attrs = store_attrs(group)
+    create_maps(group, "teacher", attrs)
+    n, per = info.num_samples, info.samples_per_block
+    create_progress(group, "teacher", num_blocks(n, per))
+    ids, affines = group["meta/image_id"][:], group["meta/affine"][:]
+    flipped = group["meta/flipped"][:]
+    k = skeleton.num_parts
+    for block in range(num_blocks(n, per)):
+        start, stop = block * per, min((block + 1) * per, n)
+        heat = np.empty((stop - start, *group["gt/heatmaps"].shape[1:]), np.float32)
+        pafs = np.empty((stop - start, *group["gt/pafs"].shape[1:]), np.float32)
+        for i in range(start, stop):
+            coco = persons.get(int(ids[i]), [])
+            parts = skeleton.from_coco(np.stack(coco)) if coco else np.zeros((0, k, 3))
+            crop = warp_parts(parts, affines[i], flipped=bool(flipped[i]), skeleton=skeleton)
+            heat[i - start], pafs[i - start] = render_targets(crop, cfg=render, skeleton=skeleton)
+        group["teacher/heatmaps"][start:stop] = quantize(heat)
+        group["teacher/pafs"][start:stop] = quantize(pafs)
+        mark_block_done(group, "teacher", block)
+    update_attrs(group, stages=["gt", "teacher"], teacher={"path": "oracle", "sha256": "0" * 64})
