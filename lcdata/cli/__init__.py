@@ -24,6 +24,7 @@ _COMMANDS: dict[str, str] = {
     "correct": "lcdata.cli.correct:correct",
     "show": "lcdata.cli.correct:show",
     "score-labels": "lcdata.cli.score:score_labels",
+    "audit": "lcdata.cli.score:audit",
 }
 
 

@@ -1,4 +1,5 @@
-"""`lcdata score-labels`: label-quality AP of a store's targets against clean labels."""
+"""`lcdata score-labels` (label-quality AP of a store's targets against clean labels) and
+`lcdata audit` (suspected label errors where teacher and labels disagree)."""
 
 from __future__ import annotations
 
@@ -55,3 +56,45 @@ def score_labels(
     if out is not None:
         Path(out).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         click.echo(f"wrote {out}")
+
+
+@click.command("audit")
+@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--top", default=24, show_default=True, help="Suspects on the contact sheet.")
+@click.option(
+    "--clean",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Synthetic benchmark only: score the suspects against the known failures.",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def audit(store: str, out: str, top: int, clean: str | None, no_progress: bool) -> None:
+    """Suspected label errors of the annotations STORE was built from, where its teacher and
+    its labels disagree: OUT/suspects.json (ranked, original-image coordinates) and
+    OUT/suspects.png (the top ones)."""
+    from lcdata.correction.audit import audit_store, contact_sheet, evaluate_suspects
+    from lcdata.io import write_json_atomic
+    from lcdata.store.layout import read_attrs
+
+    suspects = audit_store(store, progress=not no_progress)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / "suspects.json", suspects)
+    kinds = {k: sum(s["kind"] == k for s in suspects) for k in ("unannotated_person",
+                                                                 "missed_keypoint")}  # fmt: skip
+    click.echo(
+        f"{store}: {len(suspects)} suspects ({kinds['unannotated_person']} unannotated persons, "
+        f"{kinds['missed_keypoint']} persons with missed keypoints) -> {folder / 'suspects.json'}"
+    )
+    if suspects:
+        click.echo(f"wrote {contact_sheet(suspects, store, folder / 'suspects.png', top=top)}")
+    if clean is not None:
+        noisy = read_attrs(store)["source"]["annotations"]
+        scores = evaluate_suspects(suspects, clean, noisy)
+        write_json_atomic(folder / "evaluation.json", scores)
+        for kind, m in scores.items():
+            click.echo(
+                f"{kind}: {m['suspects']} proposed, {m['failures']} failures; precision "
+                f"{m['precision']:.3f} recall {m['recall']:.3f} AP {m['ap']:.3f}"
+            )
