@@ -86,6 +86,8 @@ class ProtocolConfig:
     coverage_threshold: float = 0.5
     figure_samples: int = 3
     teacher_batch: int = 16
+    quality: bool = False  # label-quality AP (`lcdata score-labels`) of every target store
+    quality_samples: int = 0  # score the first N samples of each store (0 = all)
 
 
 @dataclass(frozen=True)

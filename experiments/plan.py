@@ -213,16 +213,56 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     cost=30,
                 )
             )
+        quality = bool(cfg.protocol.quality) and clean_ann is not None
+
+        def score(
+            name: str, store: str, dep: str, target: str, d=d, quality=quality, clean=clean_ann
+        ) -> None:
+            if quality:
+                add(
+                    Step(
+                        f"{d}/quality/{name}",
+                        "score_labels",
+                        (dep,),
+                        {"store": store, "clean": clean, "target": target},
+                        cost=20,
+                    )
+                )
+
+        score("baseline", f"{d}/gt.zarr", gt, "gt")
+        score("teacher", f"{d}/gt.zarr", cache, "teacher")
+        caches = {None: (f"{d}/gt.zarr", cache)}
+        for spec in sorted({METHODS[m].tta for m in ds.methods} - {None}):
+            tag = spec.replace(",", "_").replace("=", "").replace(":", "-")
+            caches[spec] = (
+                f"{d}/cache_tta_{tag}.zarr",
+                add(
+                    Step(
+                        f"{d}/teacher_pass/tta_{tag}",
+                        "teacher_pass",
+                        (export, cache),
+                        {
+                            "store": f"{d}/cache_tta_{tag}.zarr",
+                            "copy_of": f"{d}/gt.zarr",
+                            "teacher": f"{d}/models/baseline.pt2",
+                            "tta": spec,
+                        },
+                        cost=120,
+                    )
+                ),
+            )
+            score(f"teacher_tta_{tag}", caches[spec][0], caches[spec][1], "teacher")
         corrected: dict[str, str] = {}
         for method in ds.methods:
             m = METHODS[method]
+            source_store, source_step = caches[m.tta]
             corrected[method] = add(
                 Step(
                     f"{d}/target/{method}",
                     "correct",
-                    (cache,),
+                    (source_step,),
                     {
-                        "cache": f"{d}/gt.zarr",
+                        "cache": source_store,
                         "out": f"{d}/targets/{method}.zarr",
                         "mode": m.mode,
                         "lam": m.lam,
@@ -231,6 +271,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     cost=40,
                 )
             )
+            score(method, f"{d}/targets/{method}.zarr", corrected[method], "target")
             student(method, f"{d}/targets/{method}.zarr", corrected[method], "target")
         for method in ds.iterate:
             m = METHODS[method]
@@ -272,6 +313,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     cost=40,
                 )
             )
+            score(method, f"{d}/targets/{method}.zarr", tgt, "target")
             student(method, f"{d}/targets/{method}.zarr", tgt, "target")
         if ds.clean_bound and clean_ann is not None:
             clean_store = add(
@@ -288,6 +330,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     cost=40,
                 )
             )
+            score("clean", f"{d}/clean.zarr", clean_store, "gt")
             student("clean", f"{d}/clean.zarr", clean_store, "gt")
         if ds.main and ds.seed == cfg.seeds[0] and "lc" in ds.methods:
             add(

@@ -21,6 +21,8 @@ class Method:
         lam: KD mixing ratio for kd / kd+lc.
         teacher: None = the baseline teacher; else the method whose student is the teacher
             (iteration, "x2").
+        tta: the baseline teacher's test-time augmentation in the teacher pass
+            (`lcdata build-teacher-cache --tta`), None = none.
         paper_cmu, paper_small: the paper's AP (Table 1/2, CMU-Pose / small NN), if reported.
     """
 
@@ -28,6 +30,7 @@ class Method:
     mode: str
     lam: float | None = None
     teacher: str | None = None
+    tta: str | None = None
     paper_cmu: dict[str, float] | None = None
     paper_small: dict[str, float] | None = None
 
@@ -63,6 +66,12 @@ METHODS: dict[str, Method] = {
         "KD (λ=0.5) + LC ×2", "kd+lc", 0.5, teacher="lc",
         paper_cmu=_paper(56.3, 82.0, 57.7, 52.8, 63.2),
     ),
+    "gated": Method("LC gated", "gated"),
+    "kp": Method("LC keypoints", "keypoints"),
+    "lc_tta": Method("LC, flip-TTA teacher", "max", tta="flip"),
+    "gated_tta": Method("LC gated, flip-TTA teacher", "gated", tta="flip"),
+    "kp_tta": Method("LC keypoints, flip-TTA teacher", "keypoints", tta="flip"),
+    "kd05_tta": Method("KD (λ=0.5), flip-TTA teacher", "kd", 0.5, tta="flip"),
     "clean": Method("clean labels (upper bound)", "gt"),
 }  # fmt: skip
 """Method keys used in configs, folder names and the report."""

@@ -171,9 +171,12 @@ def run_teacher_pass_step(cfg: ExperimentConfig, out: Path, args: dict[str, Any]
             _p(out, args["copy_of"]), store, ignore=shutil.ignore_patterns(f"{LOCK_PREFIX}*")
         )
         overwrite = True
+    from lcdata.build.tta import parse_tta
+
     attrs = run_teacher_pass(
         store,
         _p(out, args["teacher"]),
+        tta=parse_tta(args.get("tta") or "off"),
         batch_size=int(cfg.protocol.teacher_batch),
         device="cpu",
         resume=not overwrite,
@@ -279,6 +282,21 @@ def run_coverage(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict
     return result
 
 
+def run_score_labels(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """Label-quality AP of one store's maps (`lcdata score-labels`)."""
+    from lcdata.correction.quality import score_labels
+
+    report = score_labels(
+        _p(out, args["store"]),
+        _p(out, args["clean"]),
+        target=args["target"],
+        max_samples=int(cfg.protocol.quality_samples) or None,
+        cfg=_decode_config(cfg),
+        progress=False,
+    )
+    return {k: v for k, v in report.items() if k != "decode"}
+
+
 KINDS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], dict[str, Any]]] = {
     "synth": run_synth,
     "gt_store": run_gt_store,
@@ -291,6 +309,7 @@ KINDS: dict[str, Callable[[ExperimentConfig, Path, dict[str, Any]], dict[str, An
     "evaluate": run_evaluate,
     "curve": run_curve,
     "figures": run_figures,
+    "score_labels": run_score_labels,
 }
 
 

@@ -212,3 +212,44 @@ def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
     # a finished group needs no parked checkpoints: archiving it drops them
     assert group in archive(out, steps, results)
     assert not (results / group / PARKED).exists()
+
+
+def test_corrections_beyond_the_paper_plan_and_run_on_the_quick_outputs(quick_run, tmp_path):
+    """Rows of the new corrections (a TTA teacher pass, gated and keypoint targets) and the
+    label-quality steps: planned once each, and run on the quick experiment's teacher."""
+    from dataclasses import replace
+
+    from experiments.steps import execute_step
+
+    out, _, _ = quick_run
+    cfg = load_config(QUICK_CONFIG)
+    cfg = replace(
+        cfg,
+        protocol=replace(
+            cfg.protocol, methods=("lc", "gated", "kp_tta"), iterate=(), quality=True
+        ),  # fmt: skip
+        sweep=replace(cfg.sweep, levels=()),
+    )
+    steps = {s.name: s for s in plan(cfg)}
+    d = next(iter(steps)).split("/", 1)[0]
+    assert steps[f"{d}/teacher_pass/tta_flip"].args["tta"] == "flip"
+    assert steps[f"{d}/target/kp_tta"].args["cache"] == f"{d}/cache_tta_flip.zarr"
+    assert steps[f"{d}/target/gated"].args["cache"] == f"{d}/gt.zarr"
+    quality = sorted(n.split("/")[-1] for n in steps if "/quality/" in n)
+    assert quality == ["baseline", "clean", "gated", "kp_tta", "lc", "teacher", "teacher_tta_flip"]
+    # run the new steps where the quick experiment left its teacher and cache
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    for name in (
+        f"{d}/teacher_pass/tta_flip",
+        f"{d}/target/gated",
+        f"{d}/target/kp_tta",
+        f"{d}/quality/baseline",
+        f"{d}/quality/kp_tta",
+        f"{d}/quality/teacher_tta_flip",
+    ):
+        body = execute_step(cfg, work, steps[name])  # fmt: skip
+        assert marker_path(work, name).is_file()
+    assert 0.0 <= body["outputs"]["metrics"]["AP"] <= 1.0 and body["outputs"]["samples"] > 0
+    tta = json.loads(marker_path(work, f"{d}/teacher_pass/tta_flip").read_text())
+    assert tta["outputs"]["complete"] is True
