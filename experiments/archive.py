@@ -28,8 +28,15 @@ from experiments.plan import Step
 from experiments.schedule import marker_path
 from lcdata.io import write_json_atomic
 
-SMALL_FILES = ("runs/*/log.csv", "runs/*/run.json", "data/corruption.json", "figures/*.png")
-"""Files of a group (relative to OUT/<group>/) archived with its markers."""
+SMALL_FILES = (
+    "runs/*/log.csv", "runs/*/run.json", "data/corruption.json", "figures/*.png", "models/*.pt2",
+)  # fmt: skip
+"""Files of a group (relative to OUT/<group>/) archived with its markers; the exported
+teachers (a few MB for the tiny model) let a grown plan reuse them (`restore`)."""
+
+NO_OUTPUTS = ("oracle", "evaluate", "curve", "coverage", "score_labels", "figures")
+"""Step kinds whose results are their markers (and archived small files): a restored one is
+as good as a run one, whatever runs after it."""
 
 MAX_FILE_BYTES = 2_000_000
 """A file larger than this is never archived (a summary must stay small)."""
@@ -122,11 +129,47 @@ def unpark(out: Path, steps: list[Step], dest: Path) -> list[str]:
     return unparked
 
 
+def reusable(members: list[Step], archived: set[str], files: set[str]) -> set[str]:
+    """The archived steps of a group whose markers can be restored when its plan has grown.
+
+    A step that will run needs its dependencies' outputs. An archived dependency whose
+    outputs are its marker (`NO_OUTPUTS`), or an export whose model file was archived, is
+    restored; any other (a store, a training) runs again, and so, in turn, do its own
+    dependencies of that kind: the data and store steps are deterministic and cheap, and a
+    teacher's training is not repeated while its export is archived.
+    """
+    by_name = {s.name: s for s in members}
+    group = group_of(members[0])
+
+    def available(name: str) -> bool:
+        step = by_name[name]
+        if step.kind in NO_OUTPUTS:
+            return True
+        if step.kind == "export":
+            return str(Path(step.args["out"]).relative_to(group)) in files
+        return False
+
+    keep = {s.name for s in members if s.name in archived}
+    changed = True
+    while changed:
+        changed = False
+        for s in members:
+            if s.name in keep:
+                continue
+            for dep in s.deps:
+                if dep in keep and not available(dep):
+                    keep.discard(dep)
+                    changed = True
+    return keep
+
+
 def restore(out: Path, steps: list[Step], dest: Path) -> list[str]:
     """Put archived groups back into `out` where their markers are missing.
 
-    A group is restored only when its archive holds a marker for every step the plan has
-    for it now (a group whose plan grew since is run again). Returns the restored groups.
+    A group whose plan is the one archived is restored whole. A group whose plan has grown
+    since (new rows) gets back the markers of the steps the new ones do not need to run
+    again (`reusable`), so only the new steps and what they need run. Returns the restored
+    groups.
     """
     restored = []
     for group, members in groups(steps).items():
@@ -134,11 +177,17 @@ def restore(out: Path, steps: list[Step], dest: Path) -> list[str]:
         if not record.is_file():
             continue
         body = json.loads(record.read_text())
-        if sorted(s.name for s in members) != body["steps"]:
-            continue
-        if all(marker_path(out, s.name).is_file() for s in members):
+        names = {s.name for s in members}
+        if not set(body["steps"]) <= names:
+            continue  # the plan lost steps: not the experiment that was archived
+        keep = names if sorted(names) == body["steps"] else reusable(
+            members, set(body["steps"]), set(body["files"])
+        )  # fmt: skip
+        if all(marker_path(out, n).is_file() for n in keep):
             continue
         for s in members:
+            if s.name not in keep:
+                continue
             target = marker_path(out, s.name)
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)

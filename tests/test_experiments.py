@@ -170,7 +170,7 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
     group = groups[0]
     assert (results / group / "runs" / "baseline" / "log.csv").is_file()
     size = sum(p.stat().st_size for p in results.rglob("*") if p.is_file())
-    assert size < 5_000_000  # summaries, not stores or checkpoints
+    assert size < 10_000_000  # summaries and exported teachers, not stores or checkpoints
     # a fresh machine: OUT is gone; the restored markers make every archived step done
     fresh = tmp_path / "fresh"
     fresh.mkdir()
@@ -181,11 +181,20 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
             assert marker_path(fresh, s.name).is_file(), s.name
     report = write_report(fresh, tmp_path / "docs")
     assert report.read_text() == (docs / "results.md").read_text().replace(str(out), str(fresh))
-    # a group whose plan grew (another step) is not restored: it is run again
-    grown = [*steps, Step(f"{group}/extra", "eval")]
+    # a group whose plan grew by a row that needs the teacher's cache store: the stores are
+    # rebuilt, the teacher's training is not (its exported model was archived)
+    grown = [*steps, Step(f"{group}/target/new", "correct", (f"{group}/teacher_pass",))]
     again = tmp_path / "again"
     again.mkdir()
-    assert group not in restore(again, grown, results)
+    assert group in restore(again, grown, results)
+    done = {s.name for s in grown if marker_path(again, s.name).is_file()}
+    for rerun in ("data", "gt_store", "teacher_pass", "target/new"):
+        assert f"{group}/{rerun}" not in done, rerun
+    for kept in ("fit/baseline", "export/baseline", "eval/baseline", "fit/lc", "eval/lc"):
+        assert f"{group}/{kept}" in done, kept
+    assert (again / group / "models" / "baseline.pt2").is_file()
+    # a plan that lost steps is another experiment: nothing restored
+    assert group not in restore(tmp_path / "lost", steps[1:], results)
 
 
 def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
