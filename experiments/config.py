@@ -88,6 +88,7 @@ class ProtocolConfig:
     teacher_batch: int = 16
     quality: bool = False  # label-quality AP (`lcdata score-labels`) of every target store
     quality_samples: int = 0  # score the first N samples of each store (0 = all)
+    score_only: tuple[str, ...] = ()  # rows whose targets are made and scored, not trained
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,10 @@ class ExperimentConfig:
 
     def check(self, where: str) -> None:
         """Cross-field checks (methods that exist, an iteration's teacher among the rows)."""
-        for key in (*self.protocol.methods, *self.protocol.iterate, *self.sweep.methods):
+        for key in (
+            *self.protocol.methods, *self.protocol.iterate, *self.sweep.methods,
+            *self.protocol.score_only,
+        ):  # fmt: skip
             if key not in STUDENTS:
                 raise LcposeError(
                     f"{where}: unknown student method {key!r} (choose from {', '.join(STUDENTS)})"

@@ -232,7 +232,11 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
         score("baseline", f"{d}/gt.zarr", gt, "gt")
         score("teacher", f"{d}/gt.zarr", cache, "teacher")
         caches = {None: (f"{d}/gt.zarr", cache)}
-        for spec in sorted({METHODS[m].tta for m in ds.methods} - {None}):
+        # rows whose targets are only scored (main data sets, with the quality analysis)
+        scored_only = tuple(
+            m for m in cfg.protocol.score_only if quality and ds.main and m not in ds.methods
+        )
+        for spec in sorted({METHODS[m].tta for m in (*ds.methods, *scored_only)} - {None}):
             tag = spec.replace(",", "_").replace("=", "").replace(":", "-")
             caches[spec] = (
                 f"{d}/cache_tta_{tag}.zarr",
@@ -253,7 +257,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
             )
             score(f"teacher_tta_{tag}", caches[spec][0], caches[spec][1], "teacher")
         corrected: dict[str, str] = {}
-        for method in ds.methods:
+        for method in (*ds.methods, *scored_only):
             m = METHODS[method]
             source_store, source_step = caches[m.tta]
             corrected[method] = add(
@@ -272,7 +276,8 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                 )
             )
             score(method, f"{d}/targets/{method}.zarr", corrected[method], "target")
-            student(method, f"{d}/targets/{method}.zarr", corrected[method], "target")
+            if method in ds.methods:
+                student(method, f"{d}/targets/{method}.zarr", corrected[method], "target")
         for method in ds.iterate:
             m = METHODS[method]
             first = m.teacher

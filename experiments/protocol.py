@@ -72,6 +72,9 @@ METHODS: dict[str, Method] = {
     "gated_tta": Method("LC gated, flip-TTA teacher", "gated", tta="flip"),
     "kp_tta": Method("LC keypoints, flip-TTA teacher", "keypoints", tta="flip"),
     "kd05_tta": Method("KD (λ=0.5), flip-TTA teacher", "kd", 0.5, tta="flip"),
+    "lc_ttaz": Method("LC, flip+zoom-TTA teacher", "max", tta="flip,scales=0.8:1.25"),
+    "kp_ttaz": Method("LC keypoints, flip+zoom-TTA teacher", "keypoints",
+                      tta="flip,scales=0.8:1.25"),
     "clean": Method("clean labels (upper bound)", "gt"),
 }  # fmt: skip
 """Method keys used in configs, folder names and the report."""
