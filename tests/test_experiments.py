@@ -262,3 +262,28 @@ def test_corrections_beyond_the_paper_plan_and_run_on_the_quick_outputs(quick_ru
     assert 0.0 <= body["outputs"]["metrics"]["AP"] <= 1.0 and body["outputs"]["samples"] > 0
     tta = json.loads(marker_path(work, f"{d}/teacher_pass/tta_flip").read_text())
     assert tta["outputs"]["complete"] is True
+
+
+def test_augmentation_table_means_spreads_and_paired_differences(tmp_path):
+    from experiments.aug_table import table
+
+    def write(folder: Path, seed: int, final: float, curve: dict[int, float]) -> None:
+        steps = folder / "steps"
+        steps.mkdir(parents=True, exist_ok=True)
+        group = f"p0.10_q0.10_s{seed}"
+        ev = {"outputs": {"metrics": {"clean": {"AP": final}}}}
+        (steps / f"{group}__eval__baseline.json").write_text(json.dumps(ev))
+        pts = [{"step": s, "metrics": {"clean": {"AP": v}}} for s, v in curve.items()]
+        (steps / f"{group}__curve__baseline.json").write_text(
+            json.dumps({"outputs": {"points": pts}})
+        )
+
+    k1, fresh = tmp_path / "aug_k1", tmp_path / "aug_fresh"
+    for seed, (a, b) in enumerate([(0.28, 0.48), (0.30, 0.46), (0.26, 0.47)]):
+        write(k1, seed, a, {2000: 0.35, 16000: a})
+        write(fresh, seed, b, {2000: 0.34, 16000: b})
+    text = table([k1, fresh], steps=(2000, 16000))
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
+    assert rows["aug_k1"].split(" | ")[1:5] == ["0,1,2", "35.0 ± 0.0", "28.0 ± 2.0", "28.0 ± 2.0"]
+    # paired: 20, 16, 21 AP points -> mean 19.0, sample std 2.6
+    assert rows["aug_fresh"].split(" | ")[5].strip(" |") == "19.0 ± 2.6"
