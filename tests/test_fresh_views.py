@@ -115,8 +115,9 @@ def test_corrected_targets_are_the_rule_applied_per_view(stores) -> None:
             parts = warp_parts(c["meta/keypoints"][n], affine, flipped=view.flip,
                                skeleton=CMU_SKELETON)  # fmt: skip
             gh, gp = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
-            h, p, _ = targets(gh[None], gp[None], th[None], tp[None], mode="max", lam=0.0,
-                              background="recompute")  # fmt: skip
+            want = targets(gh[None], gp[None], th[None], tp[None], mode="max", lam=0.0,
+                           background="recompute")  # fmt: skip
+            h, p = want.heatmaps, want.pafs
             np.testing.assert_array_equal(batch["heatmaps"][i].numpy(), h[0].astype(np.float16))
             np.testing.assert_array_equal(batch["pafs"][i].numpy(), p[0].astype(np.float16))
 
