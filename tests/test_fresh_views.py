@@ -130,3 +130,35 @@ def test_version_1_store_trains_with_warped_maps(tmp_path: Path) -> None:
     stream = StoreStream(spec, batch_size=2, seed=0, jitter=JITTER, lanes=1)
     batch = next(iter(make_loader(stream, workers=0)))
     assert batch["heatmaps"].shape[0] == 2 and torch.isfinite(batch["heatmaps"].float()).all()
+
+
+def test_gated_and_keypoint_targets_follow_each_view(stores, tmp_path: Path) -> None:
+    """A gated store applies its recorded gates per view; a keypoint store re-renders its
+    merged keypoints."""
+    gated = tmp_path / "gated.zarr"
+    run_correct(stores["cache"], gated, mode="gated", gates=(0.2, 0.1), progress=False,
+                num_workers=1)  # fmt: skip
+    spec = open_training_store(gated, augment=True)
+    assert spec.online.kind == "correct" and spec.online.gates == (0.2, 0.1)
+    c = zarr.open_group(str(stores["cache"]), mode="r")
+    for batch in _batches(gated, steps=1):
+        for i, (n, view, affine) in enumerate(_views(gated, batch["index"].tolist())):
+            _, _, th, tp = warp_sample(
+                c["images"][n], c["masks"][n], c["teacher/heatmaps"][n], c["teacher/pafs"][n],
+                affine, stride=RENDER.stride, skeleton=CMU_SKELETON,
+            )  # fmt: skip
+            parts = warp_parts(c["meta/keypoints"][n], affine, flipped=view.flip,
+                               skeleton=CMU_SKELETON)  # fmt: skip
+            gh, gp = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
+            want = targets(gh[None], gp[None], th[None], tp[None], mode="gated", gates=(0.2, 0.1))
+            np.testing.assert_array_equal(batch["heatmaps"][i].numpy(),
+                                          want.heatmaps[0].astype(np.float16))  # fmt: skip
+    kp = tmp_path / "kp.zarr"
+    run_correct(stores["cache"], kp, mode="keypoints", progress=False, num_workers=1)
+    g = zarr.open_group(str(kp), mode="r")
+    for batch in _batches(kp, steps=1):
+        for i, (n, view, affine) in enumerate(_views(kp, batch["index"].tolist())):
+            parts = warp_parts(g["target/keypoints"][n], affine, flipped=view.flip,
+                               skeleton=CMU_SKELETON)  # fmt: skip
+            h, _ = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
+            np.testing.assert_array_equal(batch["heatmaps"][i].numpy(), h.astype(np.float16))

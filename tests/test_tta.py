@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,57 @@ def test_parse_tta_grammar_and_errors() -> None:
         parse_tta("flip,rotate=10")
     with pytest.raises(ValueError, match="scale 1 is always included"):
         parse_tta("scales=1")
+
+
+FIXTURE = Path(__file__).parent / "fixtures" / "teacher_tiny_synth.pt"
+"""Weights of a `tiny` Baseline trained at the long schedule with fresh augmentation
+(experiments/aug_fresh.toml, seed 1, 16,000 steps; its final.pt)."""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The trained teacher, exported, and 24 synthetic crops it has not seen."""
+    from lcdata.build.gt import BuildConfig, build_gt_store
+    from lcdata.build.teacher import load_teacher
+    from lcdata.config import SYNTH_RENDER
+    from lcdata.synth.scene import SynthConfig, generate_split
+    from trainer.checkpoint import model_from_checkpoint
+    from trainer.export import export_teacher
+
+    root = tmp_path_factory.mktemp("tta")
+    model, info = model_from_checkpoint(FIXTURE)
+    export_teacher(model, skeleton=info.skeleton, stride=info.stride,
+                   input_size=info.input_size, model_name=info.model_name,
+                   out_path=root / "t.pt2")  # fmt: skip
+    generate_split(root, "val", 24, cfg=SynthConfig(), seed=11)
+    store = root / "s.zarr"
+    build_gt_store(root / "annotations" / "person_keypoints_val.json", root / "val", store,
+                   render=SYNTH_RENDER, build=BuildConfig(views_per_image=1), workers=0,
+                   progress=False)  # fmt: skip
+    import zarr
+
+    return load_teacher(root / "t.pt2"), np.asarray(zarr.open_group(str(store))["images"][:])
+
+
+@pytest.mark.parametrize("spec", ["flip", "flip,scales=0.8:1.25"])
+def test_tta_of_a_trained_teacher_keeps_its_confident_peaks(trained, spec: str) -> None:
+    """At least 90% of the plain output's peaks above 0.5 have a TTA peak within one cell."""
+    from lcdata.labels.decode import DecodeConfig, find_peaks
+
+    teacher, images = trained
+    plain, _ = teacher.predict(images)
+    tta, _ = tta_predict(teacher.predict, images, parse_tta(spec), skeleton=teacher.skeleton,
+                         stride=teacher.stride)  # fmt: skip
+    strong, near = 0, 0
+    k = teacher.skeleton.num_parts
+    for i in range(len(images)):
+        ours = find_peaks(plain[i], cfg=DecodeConfig(peak_threshold=0.5), num_parts=k)
+        theirs = find_peaks(tta[i], cfg=DecodeConfig(peak_threshold=0.1), num_parts=k)
+        for a, b in zip(ours, theirs, strict=True):
+            for x, y, _ in a:
+                strong += 1
+                near += bool(len(b)) and bool(
+                    (np.maximum(abs(b[:, 0] - x), abs(b[:, 1] - y)) <= 1.0).any()
+                )
+    assert strong >= 50, strong  # a trained teacher: many confident peaks to compare
+    assert near / strong >= 0.9, (near, strong)
