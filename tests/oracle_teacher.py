@@ -1,4 +1,5 @@
-"""A perfect teacher for tests: the clean truth rendered into every stored crop of a store."""
+"""Synthetic stores for tests: GT stores of the clean and the noisy labels, and a perfect
+teacher (the clean truth rendered into every stored crop of a store)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from lcdata.build.gt import BuildConfig, build_gt_store
+from lcdata.config import SYNTH_RENDER
 from lcdata.labels.augment import warp_parts
 from lcdata.labels.render import render_targets
 from lcdata.store.codec import quantize
@@ -20,6 +23,23 @@ from lcdata.store.layout import (
     store_attrs,
     update_attrs,
 )
+from lcdata.synth.scene import SynthConfig, generate_split
+
+
+def clean_and_noisy_stores(root: Path, *, seed: int) -> dict[str, Path]:
+    """40 synthetic training images under `root` and GT stores (one view each) built from
+    their clean and their noisy labels: {"clean", "clean_store", "noisy_store", "root"}."""
+    generate_split(root, "train", 40, cfg=SynthConfig(), seed=seed)
+    ann = root / "annotations"
+    out = {"clean": ann / "person_keypoints_train_clean.json", "root": root}
+    build = BuildConfig(views_per_image=1, samples_per_shard=16, seed=0)
+    for name, file in (("clean", out["clean"]), ("noisy", ann / "person_keypoints_train.json")):
+        out[f"{name}_store"] = root / f"{name}.zarr"
+        build_gt_store(
+            file, root / "train", out[f"{name}_store"], render=SYNTH_RENDER, build=build,
+            workers=0, progress=False,
+        )  # fmt: skip
+    return out
 
 
 def add_oracle_teacher(cache: Path, clean: Path, *, field: str = "keypoints_all") -> None:

@@ -102,19 +102,24 @@ def test_augmented_gt_equals_rendering_the_augmented_keypoints(stores) -> None:
             np.testing.assert_array_equal(batch["masks"][i, 0].numpy(), mask)
 
 
+def _view_maps(c: zarr.Group, n: int, view, affine: np.ndarray):
+    """GT re-rendered from the moved keypoints and the warped teacher maps of one view."""
+    _, _, th, tp = warp_sample(
+        c["images"][n], c["masks"][n], c["teacher/heatmaps"][n], c["teacher/pafs"][n],
+        affine, stride=RENDER.stride, skeleton=CMU_SKELETON,
+    )  # fmt: skip
+    parts = warp_parts(c["meta/keypoints"][n], affine, flipped=view.flip, skeleton=CMU_SKELETON)
+    gh, gp = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
+    return gh, gp, th, tp
+
+
 def test_corrected_targets_are_the_rule_applied_per_view(stores) -> None:
     spec = open_training_store(stores["lc"], augment=True)
     assert spec.online.kind == "correct" and spec.online.mode == "max"
     c = zarr.open_group(str(stores["cache"]), mode="r")
     for batch in _batches(stores["lc"], steps=2):
         for i, (n, view, affine) in enumerate(_views(stores["lc"], batch["index"].tolist())):
-            _, _, th, tp = warp_sample(
-                c["images"][n], c["masks"][n], c["teacher/heatmaps"][n], c["teacher/pafs"][n],
-                affine, stride=RENDER.stride, skeleton=CMU_SKELETON,
-            )  # fmt: skip
-            parts = warp_parts(c["meta/keypoints"][n], affine, flipped=view.flip,
-                               skeleton=CMU_SKELETON)  # fmt: skip
-            gh, gp = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
+            gh, gp, th, tp = _view_maps(c, n, view, affine)
             want = targets(gh[None], gp[None], th[None], tp[None], mode="max", lam=0.0,
                            background="recompute")  # fmt: skip
             h, p = want.heatmaps, want.pafs
@@ -143,13 +148,7 @@ def test_gated_and_keypoint_targets_follow_each_view(stores, tmp_path: Path) -> 
     c = zarr.open_group(str(stores["cache"]), mode="r")
     for batch in _batches(gated, steps=1):
         for i, (n, view, affine) in enumerate(_views(gated, batch["index"].tolist())):
-            _, _, th, tp = warp_sample(
-                c["images"][n], c["masks"][n], c["teacher/heatmaps"][n], c["teacher/pafs"][n],
-                affine, stride=RENDER.stride, skeleton=CMU_SKELETON,
-            )  # fmt: skip
-            parts = warp_parts(c["meta/keypoints"][n], affine, flipped=view.flip,
-                               skeleton=CMU_SKELETON)  # fmt: skip
-            gh, gp = render_targets(parts, cfg=RENDER, skeleton=CMU_SKELETON)
+            gh, gp, th, tp = _view_maps(c, n, view, affine)
             want = targets(gh[None], gp[None], th[None], tp[None], mode="gated", gates=(0.2, 0.1))
             np.testing.assert_array_equal(batch["heatmaps"][i].numpy(),
                                           want.heatmaps[0].astype(np.float16))  # fmt: skip

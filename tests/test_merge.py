@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import zarr
 
-from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.config import SYNTH_RENDER
 from lcdata.correction.quality import score_labels
 from lcdata.correction.write import run_correct
@@ -17,8 +16,7 @@ from lcdata.labels.merge import MergeConfig, merge_persons
 from lcdata.labels.render import render_targets
 from lcdata.labels.skeleton import CMU_SKELETON
 from lcdata.store.training import open_training_store
-from lcdata.synth.scene import SynthConfig, generate_split
-from tests.oracle_teacher import add_oracle_teacher
+from tests.oracle_teacher import add_oracle_teacher, clean_and_noisy_stores
 from tests.persons import make_person
 
 K = CMU_SKELETON.num_parts
@@ -76,7 +74,7 @@ def test_a_point_labelled_on_someone_else_is_not_added_twice() -> None:
 def test_decoding_and_rerendering_a_gt_store_reproduces_it(tmp_path: Path) -> None:
     """The documented tolerance (docs/correction.md): re-rendered clean labels differ from
     the stored GT maps by less than 0.1 on 99% of heatmap cells and 0.1 on 99% of PAF cells."""
-    bench = _bench(tmp_path)
+    bench = clean_and_noisy_stores(tmp_path, seed=5)
     g = zarr.open_group(str(bench["clean_store"]), mode="r")
     heat, pafs = g["gt/heatmaps"][:].astype(np.float32), g["gt/pafs"][:].astype(np.float32)
     dh, dp = [], []
@@ -94,23 +92,9 @@ def test_decoding_and_rerendering_a_gt_store_reproduces_it(tmp_path: Path) -> No
     )
 
 
-def _bench(root: Path) -> dict[str, Path]:
-    generate_split(root, "train", 40, cfg=SynthConfig(), seed=5)
-    ann = root / "annotations"
-    out = {"clean": ann / "person_keypoints_train_clean.json"}
-    build = BuildConfig(views_per_image=1, samples_per_shard=16, seed=0)
-    for name, file in (("clean", out["clean"]), ("noisy", ann / "person_keypoints_train.json")):
-        out[f"{name}_store"] = root / f"{name}.zarr"
-        build_gt_store(
-            file, root / "train", out[f"{name}_store"], render=SYNTH_RENDER, build=build,
-            workers=0, progress=False,
-        )  # fmt: skip
-    return out
-
-
 @pytest.fixture(scope="module")
 def oracle_bench(tmp_path_factory) -> dict[str, Path]:
-    bench = _bench(tmp_path_factory.mktemp("merge"))
+    bench = clean_and_noisy_stores(tmp_path_factory.mktemp("merge"), seed=5)
     add_oracle_teacher(bench["noisy_store"], bench["clean"], field="keypoints")
     return bench
 

@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.cli import cli
 from lcdata.config import SYNTH_RENDER
 from lcdata.correction.quality import crop_truth, score_labels
 from lcdata.labels.decode import DecodeConfig
 from lcdata.labels.scoring import evaluate_results
 from lcdata.labels.skeleton import CMU_SKELETON, COCO_PART_NAMES
-from lcdata.synth.scene import SynthConfig, generate_split
+from tests.oracle_teacher import clean_and_noisy_stores
 from tests.persons import make_person
 from trainer.evaluate import run_oracle, select_records
 
@@ -23,18 +22,7 @@ from trainer.evaluate import run_oracle, select_records
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> dict[str, Path]:
     """40 synthetic training images, GT stores built from the clean and the noisy labels."""
-    root = tmp_path_factory.mktemp("quality")
-    generate_split(root, "train", 40, cfg=SynthConfig(), seed=3)
-    ann = root / "annotations"
-    out = {"clean": ann / "person_keypoints_train_clean.json", "root": root}
-    build = BuildConfig(views_per_image=1, samples_per_shard=16, seed=0)
-    for name, file in (("clean", out["clean"]), ("noisy", ann / "person_keypoints_train.json")):
-        out[f"{name}_store"] = root / f"{name}.zarr"
-        build_gt_store(
-            file, root / "train", out[f"{name}_store"], render=SYNTH_RENDER, build=build,
-            workers=0, progress=False,
-        )  # fmt: skip
-    return out
+    return clean_and_noisy_stores(tmp_path_factory.mktemp("quality"), seed=3)
 
 
 def _ann(kps: np.ndarray, **extra) -> dict:

@@ -36,7 +36,6 @@ from lcdata.labels.decode import DecodeConfig, decode
 from lcdata.labels.grid import nearest_cell
 from lcdata.labels.scoring import coco_results, evaluate_results
 from lcdata.labels.skeleton import Skeleton
-from lcdata.store.layout import StoreInfo
 from lcdata.store.training import open_training_store
 
 PROTOCOL = (
@@ -163,7 +162,7 @@ def score_labels(
          "detections", "protocol"}.
     """
     spec = open_training_store(store, target=target)
-    info = StoreInfo.read(spec.path)
+    info = spec.info
     cfg = cfg or DecodeConfig()
     truth = read_truth(clean)
     n = spec.num_samples if max_samples is None else min(int(max_samples), spec.num_samples)

@@ -169,6 +169,7 @@ def corrected_attrs(
 ) -> dict[str, Any]:
     """The `lcpose` attributes of a corrected store (before `complete` and analytics)."""
     attrs = {key: src_attrs[key] for key in _COPIED_ATTRS if key in src_attrs}
+    km = keypoint_merge(src_attrs) if mode in KEYPOINT_MODES else None
     source_abs = source.resolve()
     attrs.update(
         kind="corrected",
@@ -179,10 +180,8 @@ def corrected_attrs(
             "lambda": lam if mode in KD_MODES else None,
             "background": background if uses_background(mode) else None,
             "gates": list(gates) if mode in GATED_MODES and gates is not None else None,
-            "merge": keypoint_merge(src_attrs).merge.to_attrs() if mode in KEYPOINT_MODES else None,
-            "decode": keypoint_merge(src_attrs).decode.to_attrs()
-            if mode in KEYPOINT_MODES
-            else None,
+            "merge": km.merge.to_attrs() if km is not None else None,
+            "decode": km.decode.to_attrs() if km is not None else None,
             "source_store_relative": os.path.relpath(source_abs, out.resolve()),
             "source_sha256": store_fingerprint(source),
             "source_sha256_scope": "zarr.json metadata of the source store (store_fingerprint)",
@@ -394,8 +393,8 @@ def _first_block(
 ) -> dict[str, tuple[zarr.Array, np.ndarray]]:
     """One block of what `_write_target_block` writes, for the space estimate."""
     sl = slice(block * per, (block + 1) * per)
-    maps = {name: to_float32(src[name][sl]) for name in required_arrays(mode) if "/" in name
-            and name.split("/")[0] in ("gt", "teacher")}  # fmt: skip
+    maps = {name: to_float32(src[name][sl]) for name in required_arrays(mode)
+            if name.startswith(("gt/", "teacher/"))}  # fmt: skip
     keypoint_kw = {}
     if mode in KEYPOINT_MODES:
         keypoint_kw = {

@@ -234,12 +234,7 @@ def create_cache(
         ("affine", (n, 2, 3), "float32"),
         ("flipped", (n,), "bool"),
         ("view", (n, 4), "float32"),
-        *(
-            (("keypoints", (n, attrs["max_persons"], info.skeleton.num_parts, 3), "float32"),
-             ("num_persons", (n,), "int32"))
-            if "max_persons" in attrs else ()
-        ),
-    ):  # fmt: skip
+    ):
         group.create_array(
             f"meta/{name}",
             shape=shape,
@@ -248,6 +243,11 @@ def create_cache(
             compressors=ZstdCodec(level=ZSTD_LEVEL),
             fill_value=0,
         )
+    if "max_persons" in attrs:
+        create_keypoints(
+            group, "meta", num_samples=n, max_persons=attrs["max_persons"],
+            num_parts=info.skeleton.num_parts, per_block=per,
+        )  # fmt: skip
     create_progress(group, "gt", num_blocks(n, per))
     return group
 
