@@ -89,6 +89,9 @@ class ProtocolConfig:
     quality: bool = False  # label-quality AP (`lcdata score-labels`) of every target store
     quality_samples: int = 0  # score the first N samples of each store (0 = all)
     score_only: tuple[str, ...] = ()  # rows whose targets are made and scored, not trained
+    # learning curves: each checkpoint's loss on a fixed probe of N training samples against
+    # its own targets and the clean truth (`trainer.probe`; synthetic data only, 0 = off)
+    probe_samples: int = 256
 
 
 @dataclass(frozen=True)

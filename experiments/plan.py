@@ -145,7 +145,14 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
         )
 
         def student(
-            method: str, store: str, store_dep: str, target: str, d=d, ds=ds, val=val
+            method: str,
+            store: str,
+            store_dep: str,
+            target: str,
+            d=d,
+            ds=ds,
+            val=val,
+            clean=clean_ann,
         ) -> str:
             run = f"{d}/runs/{method}"
             fit_name = add(
@@ -178,7 +185,13 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                         f"{d}/curve/{method}",
                         "curve",
                         (fit_name,),
-                        {"run": run, "val": val, "out": f"{d}/eval/curve_{method}.json"},
+                        {
+                            "run": run,
+                            "val": val,
+                            "out": f"{d}/eval/curve_{method}.json",
+                            "store": store,
+                            "clean": clean,
+                        },
                         cost=120,
                     )
                 )

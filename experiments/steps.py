@@ -236,14 +236,26 @@ def run_evaluate(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict
 
 
 def run_curve(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
-    """COCO metrics of every kept checkpoint of a run, by step."""
+    """COCO metrics of every kept checkpoint of a run, by step; with `clean` and `store`,
+    also its losses on the clean probe (`trainer.probe`) of the store it trained on."""
+    from lcdata.correction.clean import clean_probe
+    from trainer.checkpoint import model_from_checkpoint
+    from trainer.probe import probe_losses
+
     run = _p(out, args["run"])
     max_images = int(cfg.eval.curve_max_images) or int(cfg.eval.max_images) or None
-    files = sorted((run / KEPT_DIR).glob("step_*.pt"))
+    files = sorted((run / KEPT_DIR).glob("step_*.pt"), key=lambda f: int(f.stem.split("_")[1]))
+    size = int(cfg.protocol.probe_samples)
+    probe = None
+    if args.get("clean") and size:
+        probe = clean_probe(_p(out, args["store"]), _p(out, args["clean"]), size=size)
     points = []
     for path in files:
         _, metrics, _ = evaluate_model(cfg, out, path, args["val"], max_images=max_images)
-        points.append({"step": int(path.stem.split("_")[1]), "metrics": metrics})
+        point: dict[str, Any] = {"step": int(path.stem.split("_")[1]), "metrics": metrics}
+        if probe is not None:
+            point["probe"] = probe_losses(model_from_checkpoint(path)[0], probe)
+        points.append(point)
     write_json_atomic(_p(out, args["out"]), points)
     return {"points": points}
 

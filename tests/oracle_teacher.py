@@ -11,8 +11,7 @@ import zarr
 
 from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.config import SYNTH_RENDER
-from lcdata.labels.augment import warp_parts
-from lcdata.labels.render import render_targets
+from lcdata.correction.clean import render_clean
 from lcdata.store.codec import quantize
 from lcdata.store.layout import (
     StoreInfo,
@@ -47,11 +46,10 @@ def add_oracle_teacher(cache: Path, clean: Path, *, field: str = "keypoints_all"
     point by default) moved into each crop, as a teacher pass would store them."""
     info = StoreInfo.read(cache)
     skeleton, render = info.skeleton, info.render
-    persons: dict[int, list[np.ndarray]] = {}
+    persons: dict[int, list[dict]] = {}
     for ann in json.loads(Path(clean).read_text())["annotations"]:
         if not ann.get("iscrowd") and field in ann:
-            kps = np.asarray(ann[field], np.float32).reshape(17, 3)
-            persons.setdefault(int(ann["image_id"]), []).append(kps)
+            persons.setdefault(int(ann["image_id"]), []).append({"keypoints": ann[field]})
     group = zarr.open_group(str(cache), mode="r+")
     attrs = store_attrs(group)
     create_maps(group, "teacher", attrs)
@@ -59,16 +57,15 @@ def add_oracle_teacher(cache: Path, clean: Path, *, field: str = "keypoints_all"
     create_progress(group, "teacher", num_blocks(n, per))
     ids, affines = group["meta/image_id"][:], group["meta/affine"][:]
     flipped = group["meta/flipped"][:]
-    k = skeleton.num_parts
     for block in range(num_blocks(n, per)):
         start, stop = block * per, min((block + 1) * per, n)
         heat = np.empty((stop - start, *group["gt/heatmaps"].shape[1:]), np.float32)
         pafs = np.empty((stop - start, *group["gt/pafs"].shape[1:]), np.float32)
         for i in range(start, stop):
-            coco = persons.get(int(ids[i]), [])
-            parts = skeleton.from_coco(np.stack(coco)) if coco else np.zeros((0, k, 3))
-            crop = warp_parts(parts, affines[i], flipped=bool(flipped[i]), skeleton=skeleton)
-            heat[i - start], pafs[i - start] = render_targets(crop, cfg=render, skeleton=skeleton)
+            heat[i - start], pafs[i - start] = render_clean(
+                persons.get(int(ids[i]), []), affines[i], bool(flipped[i]),
+                render=render, skeleton=skeleton,
+            )  # fmt: skip
         group["teacher/heatmaps"][start:stop] = quantize(heat)
         group["teacher/pafs"][start:stop] = quantize(pafs)
         mark_block_done(group, "teacher", block)

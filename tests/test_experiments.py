@@ -64,6 +64,12 @@ def test_quick_runs_every_step_of_the_plan(quick_run):
     # learning curves: the runner kept the checkpoints of every checkpoint_every steps
     kept = sorted(p.name for p in (out / "p0.10_q0.10_s0/runs/lc/steps").glob("*.pt"))
     assert kept == ["step_0000010.pt", "step_0000020.pt"]
+    # ... and each curve point has the checkpoint's losses on the clean probe
+    curve = json.loads(marker_path(out, "p0.10_q0.10_s0/curve/lc").read_text())["outputs"]
+    assert [p["step"] for p in curve["points"]] == [10, 20]
+    for point in curve["points"]:
+        assert set(point["probe"]) == {"loss_train", "loss_clean"}
+        assert point["probe"]["loss_clean"] > 0
     cov = json.loads((out / "p0.10_q0.10_s0" / "coverage.json").read_text())
     assert cov["keypoints"]["labelled"]["n"] > 0 and cov["keypoints"]["all_missing"]["n"] > 0
 
