@@ -52,6 +52,14 @@ class Runs:
         """The annotation file models are ranked on: the clean truth, or COCO's val labels."""
         return "clean" if self.cfg.data.source == "synth" else "val"
 
+    def file(self, relative: str) -> Path | None:
+        """A run's file: in OUT, else among the committed summaries (`results_dir`)."""
+        for root in (self.out, *([resolve_path(self.cfg.results_dir)] if self.cfg.results_dir
+                                 else [])):  # fmt: skip
+            if (root / relative).is_file():
+                return root / relative
+        return None
+
     def outputs(self, name: str) -> dict[str, Any] | None:
         body = self.markers.get(name)
         return None if body is None else body["outputs"]
@@ -68,11 +76,18 @@ class Runs:
 
 
 def load_runs(out: Path) -> Runs:
+    """The markers of OUT, and of the config's `results_dir` (committed summaries of
+    archived groups, `experiments.archive`) where OUT has none: a clean clone writes the
+    report of the runs that finished on other machines."""
     cfg = load_resolved(out)
-    markers = {}
-    for path in sorted((out / "steps").glob("*.json")):
-        body = json.loads(path.read_text(encoding="utf-8"))
-        markers[body["step"]] = body
+    folders = [out / "steps"]
+    if cfg.results_dir:
+        folders.append(resolve_path(cfg.results_dir) / "steps")
+    markers: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted(folder.glob("*.json")):
+            body = json.loads(path.read_text(encoding="utf-8"))
+            markers.setdefault(body["step"], body)
     return Runs(out=out, cfg=cfg, markers=markers)
 
 
@@ -692,9 +707,12 @@ def figures_section(runs: Runs, report_dir: Path) -> list[str]:
             "",
         ]
         for k, pic in enumerate(body["pictures"]):
-            name = FIG3.format(k + 1)
+            name, found = FIG3.format(k + 1), runs.file(pic["png"])
+            if found is None:  # a picture not archived: the section says so
+                lines += [f"(sample {pic['index']}: {pic['png']} is not in this checkout)", ""]
+                continue
             report_dir.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(runs.out / pic["png"], report_dir / name)
+            shutil.copyfile(found, report_dir / name)
             lines += [f"![sample {pic['index']}]({name})", ""]
         break
     return lines

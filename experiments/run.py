@@ -58,7 +58,11 @@ from lcdata.errors import LcposeError
 @click.option("--only", "only_flag", is_flag=True,
               help="Run only the STEPs given (names or globs, see --list) and their "
               "unfinished dependencies.")  # fmt: skip
-@click.option("--report-only", is_flag=True, help="Write the report from the saved runs only.")
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help="Write the report from the saved runs only (OUT and the config's results_dir).",
+)
 @click.option("--no-report", is_flag=True, help="Do not write the report afterwards.")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where results.md and its PNGs go [default: the config's report_dir, "
@@ -181,6 +185,8 @@ def _main(
             f"{len(ran)} steps run, {len(chosen) - len(ran)} already done, "
             f"{time.perf_counter() - t0:.0f} s; outputs in {out}"
         )
+    elif not no_report:
+        prepare_out(cfg, out)  # the report reads the resolved config and results_dir
     if not no_report:
         smoke = resolve_path(cfg.smoke_run) if cfg.smoke_run else None
         path = write_report(out, report_dir, smoke_run=smoke)

@@ -206,6 +206,34 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
     assert group not in restore(tmp_path / "lost", steps[1:], results)
 
 
+def test_report_only_on_a_clean_clone_reads_the_committed_summaries(quick_run, tmp_path):
+    """--report-only with an empty OUT writes the report of the archived groups."""
+    from experiments.archive import archive
+    from experiments.report import write_report
+
+    out, _, _ = quick_run
+    results = tmp_path / "results"
+    archive(out, plan(load_config(QUICK_CONFIG)), results)
+    config = tmp_path / "quick.toml"
+    base = QUICK_CONFIG.parent / "lc_synth.toml"
+    text = QUICK_CONFIG.read_text().replace('base = "lc_synth.toml"', f'base = "{base}"')
+    config.write_text(text.replace('smoke_run = ""', f'smoke_run = ""\nresults_dir = "{results}"'))
+    clone, docs = tmp_path / "clone", tmp_path / "docs"
+    result = CliRunner().invoke(
+        main, ["--config", str(config), "--out", str(clone), "--report-only", "--report-dir",
+               str(docs)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert not (clone / "steps").exists()  # nothing ran, nothing was restored
+    got = (docs / "results.md").read_text()
+    want = write_report(out, tmp_path / "docs_now").read_text()
+
+    def table1(text: str) -> str:
+        return text.split("## Table 1 analogue", 1)[1].split("\n## ", 1)[0]
+
+    assert "| Baseline |" in table1(got) and table1(got) == table1(want)
+
+
 def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
     from experiments.archive import PARKED, archive, park, unpark
 
