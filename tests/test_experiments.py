@@ -157,6 +157,40 @@ def test_quick_config_inherits_the_full_protocol():
     assert not any(n.startswith("p0.10_q0.10_s1") for n in names)
 
 
+def test_experiment_v2_trains_every_row_on_its_seeds():
+    """experiments/aug_fresh.toml (experiment v2): trainings per row and seed, the learning
+    curves with their clean probe, a label-quality score for every store that trains."""
+    steps = plan(load_config(QUICK_CONFIG.parent / "aug_fresh.toml"))
+    fits: dict[str, set[str]] = {}
+    for s in steps:
+        if s.kind == "fit":
+            group, _, method = s.name.split("/")
+            fits.setdefault(group, set()).add(method)
+    main_rows = {"baseline", "kd05", "lc", "lc_ttaz", "kp_tta", "clean", "lc_x2"}
+    clean_rows = {"baseline", "lc", "lc_ttaz", "kp_tta"}  # p = q = 0: its own teacher
+    assert fits == {
+        **{f"p0.10_q0.10_s{seed}": main_rows for seed in (0, 1, 2)},
+        **{f"p0.00_q0.00_s{seed}": clean_rows for seed in (0, 1, 2)},
+    }
+    assert sum(len(v) for v in fits.values()) == 33
+    by_name = {s.name: s for s in steps}
+    for seed in (0, 1, 2):
+        group = f"p0.10_q0.10_s{seed}"
+        for method in ("baseline", "kd05", "lc", "lc_ttaz", "kp_tta"):
+            curve = by_name[f"{group}/curve/{method}"]
+            assert curve.args["clean"].endswith("person_keypoints_train_clean.json")
+            assert curve.args["store"] == by_name[f"{group}/fit/{method}"].args["store"]
+        assert f"{group}/curve/clean" not in by_name  # curves of the rows that compete only
+        # LC x2: the LC student is the next teacher
+        assert by_name[f"{group}/teacher_pass/lc"].args["teacher"].endswith("models/lc.pt2")
+    # every store a student trains on has its label-quality score beside it
+    for group, methods in fits.items():
+        for method in methods:
+            assert f"{group}/quality/{method}" in by_name, (group, method)
+    # the TTA teachers are separate passes over copies of the GT store
+    assert by_name["p0.10_q0.10_s0/teacher_pass/tta_flip"].args["tta"] == "flip"
+
+
 def test_verdict_needs_two_standard_deviations():
     assert verdict(Stat((1.0, 1.2, 0.8))) == "gain"
     assert verdict(Stat((1.0, -0.5, 2.0))) == "no clear difference"
