@@ -22,6 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
+from experiments.analysis import LEVEL_GAIN, LEVEL_TAIL, levelling, rank_correlation
 from experiments.config import RESOLVED, ExperimentConfig, load_resolved, resolve_path
 from experiments.plan import datasets
 from experiments.protocol import METHODS, Dataset
@@ -33,6 +34,11 @@ METRICS = ("AP", "AP50", "AP75", "APm", "APl")
 FIG5 = "results_fig5_curves.png"
 SWEEP_FIG = "results_sweep.png"
 FIG3 = "results_fig3_{}.png"
+PROBE_FIG = "results_probe.png"
+QUALITY_FIG = "results_quality.png"
+PAPER_ROWS = ("baseline", "kd05", "kd1", "lc", "lc_hm", "lc_paf", "kd05_lc", "lc_x2",
+              "kd05_lc_x2", "clean")  # fmt: skip
+"""Rows of the paper's tables; the others are the corrections beyond the paper (issue 17)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,6 +160,25 @@ def paired(runs: Runs, method: str, other: str, key: str = "AP", labels: str | N
         if a is not None and b is not None:
             diffs.append(a - b)
     return Stat(tuple(diffs))
+
+
+def paired_over(runs: Runs, sets: list[Dataset], method: str, other: str, key: str = "AP") -> Stat:
+    """Per-seed differences method - other over the data sets `sets` (one level, its seeds)."""
+    diffs = []
+    for d in sets:
+        a, b = runs.metric(d.name, method, key), runs.metric(d.name, other, key)
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    return Stat(tuple(diffs))
+
+
+def levels(runs: Runs) -> dict[float, list[Dataset]]:
+    """Data sets by p = q (the main level first, then the sweep's), all their seeds."""
+    out: dict[float, list[Dataset]] = {}
+    for d in datasets(runs.cfg):
+        if d.level is not None:
+            out.setdefault(d.level, []).append(d)
+    return out
 
 
 def verdict(diff: Stat) -> str:
@@ -688,6 +713,258 @@ def curves_section(runs: Runs, report_dir: Path) -> list[str]:
         "",
         f"![validation AP against training steps]({FIG5})",
         "",
+        *levelling_lines(runs),
+        *probe_section(runs, report_dir),
+    ]
+
+
+def _curve_points(runs: Runs, method: str) -> list[list[dict[str, Any]]]:
+    """The learning-curve points of `method` on each main data set that has them."""
+    found = []
+    for d in main_datasets(runs):
+        body = runs.outputs(f"{d.name}/curve/{method}")
+        if body and body["points"]:
+            found.append(body["points"])
+    return found
+
+
+def levelling_lines(runs: Runs) -> list[str]:
+    """The levelling-off check (`experiments.analysis.levelling`) of every curve."""
+    out = []
+    for method in runs.cfg.protocol.curves:
+        curves = [
+            {p["step"]: 100 * p["metrics"][runs.primary]["AP"] for p in points}
+            for points in _curve_points(runs, method)
+        ]
+        check = levelling(curves)
+        if check is None:
+            continue
+        out.append(
+            f"- {METHODS[method].label}: {check.gain:+.1f} AP from step {check.start} to "
+            f"{check.end} (mean of {check.seeds} seed(s)): "
+            + ("levelled off." if check.levelled else "**still rising**.")
+        )
+    if not out:
+        return []
+    return [
+        f"Levelling off (the long schedule's definition, docs/augmentation.md): less than "
+        f"{LEVEL_GAIN:g} AP gained over the last {LEVEL_TAIL:.0%} of the steps, on the mean "
+        f"curve of the seeds.",
+        "",
+        *out,
+        "",
+    ]
+
+
+def probe_section(runs: Runs, report_dir: Path) -> list[str]:
+    """Each curve's losses on the clean probe (`trainer.probe`), mean over seeds, by step."""
+    series: dict[str, dict[str, dict[int, list[float]]]] = {}
+    for method in runs.cfg.protocol.curves:
+        for points in _curve_points(runs, method):
+            for point in points:
+                if "probe" not in point:
+                    continue
+                for key, value in point["probe"].items():
+                    slot = series.setdefault(method, {}).setdefault(key, {})
+                    slot.setdefault(point["step"], []).append(value)
+    if not series:
+        return []
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    steps_all = sorted({s for m in series.values() for s in m.get("loss_clean", {})})
+    rows, notes = [], []
+    for k, (method, losses) in enumerate(series.items()):
+        colour = f"C{k}"
+        clean = losses.get("loss_clean", {})
+        for key, style in (("loss_clean", "-"), ("loss_train", "--")):
+            pts = losses.get(key, {})
+            xs = sorted(pts)
+            ax.plot(xs, [np.mean(pts[x]) for x in xs], style, color=colour,
+                    label=METHODS[method].label if key == "loss_clean" else None)  # fmt: skip
+        rows.append(
+            [METHODS[method].label, "clean"]
+            + [Stat(tuple(clean.get(s, []))).fmt(0) for s in steps_all]
+        )
+        train = losses.get("loss_train", {})
+        rows.append(["", "own targets"] + [Stat(tuple(train.get(s, []))).fmt(0) for s in steps_all])
+        means = {s: float(np.mean(v)) for s, v in clean.items()}
+        if means:
+            best = min(means, key=means.get)
+            last = max(means)
+            seeds = min(len(v) for v in clean.values())
+            notes.append(
+                f"- {METHODS[method].label} ({seeds} seed(s)): lowest clean loss at step {best} "
+                f"({means[best]:.0f}); at the end {means[last]:.0f} "
+                + (
+                    f"(+{means[last] - means[best]:.0f} since: it fits what the clean truth "
+                    f"does not say)."
+                    if last != best
+                    else "(still falling)."
+                )
+            )
+    ax.set_xlabel("training step")
+    ax.set_ylabel("probe loss (solid: clean truth, dashed: own targets)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(report_dir / PROBE_FIG, dpi=110)
+    size = runs.cfg.protocol.probe_samples
+    return [
+        "### Loss against the clean truth during training",
+        "",
+        f"Every checkpoint's loss (eq. 4, per sample, `trainer.probe`) on a fixed probe of "
+        f"{size} training samples, unaugmented: against the targets it trained on and against "
+        f"the clean truth rendered into the same crops through `meta/affine`; mean ± std over "
+        f"seeds. A student that keeps lowering the first while the second rises is fitting "
+        f"the label defects.",
+        "",
+        *table(["method", "targets", *[f"step {s}" for s in steps_all]], rows),
+        "",
+        *notes,
+        "",
+        f"![probe losses against training steps]({PROBE_FIG})",
+        "",
+    ]
+
+
+def _quality(runs: Runs, ds: str, name: str) -> float | None:
+    """Label-quality AP x 100 of one store (`score_labels` step), None when not scored."""
+    body = runs.outputs(f"{ds}/quality/{name}")
+    if body is None:
+        return None
+    value = body["metrics"].get("AP")
+    return None if value is None or value < 0 else 100.0 * value
+
+
+def _trained(runs: Runs, d: Dataset) -> list[str]:
+    """The rows trained on a data set: the teacher, the students, the clean bound."""
+    return ["baseline", *d.methods, *d.iterate, *(["clean"] if d.clean_bound else [])]
+
+
+def corrections_section(runs: Runs) -> list[str]:
+    """LC and the corrections beyond the paper at every level, against Baseline and LC."""
+    proto = runs.cfg.protocol
+    new = [m for m in dict.fromkeys((*proto.methods, *runs.cfg.sweep.methods))
+           if m not in PAPER_ROWS]  # fmt: skip
+    if not new:
+        return []
+    rows = []
+    for level, sets in levels(runs).items():
+        for method in ("baseline", "lc", *new):
+            ap = stat([runs.metric(d.name, method) for d in sets])
+            if ap.n == 0:
+                continue
+            cells = [f"{level:.2f}", METHODS[method].label, str(ap.n), ap.fmt()]
+            for other in ("baseline", "lc"):
+                if method in ("baseline", other) or (method == "lc" and other == "lc"):
+                    cells.append("")
+                    continue
+                diff = paired_over(runs, sets, method, other)
+                cells.append(f"{diff.fmt(sign=True)} ({verdict(diff)})" if diff.n else "n/a")
+            cells.append(stat([_quality(runs, d.name, method) for d in sets]).fmt())
+            rows.append(cells)
+    if not rows:
+        return []
+    return [
+        "## The corrections beyond the paper",
+        "",
+        "Students of the corrections of docs/correction.md beside LC and the Baseline, at each "
+        "defect level (p = q; 0.00: only out-of-image and severely occluded points unlabelled, "
+        "as in COCO). AP on the clean validation labels, mean ± std over seeds; differences "
+        f"per seed with the {CLAIM_SD:g}-std verdict; label-quality AP: `lcdata score-labels` "
+        "of the store the row trained on (no training).",
+        "",
+        *table(
+            ["p = q", "method", "seeds", "AP", "ΔAP vs Baseline", "ΔAP vs LC", "label-quality AP"],
+            rows,
+        ),  # fmt: skip
+        "",
+    ]
+
+
+def quality_pairs(runs: Runs) -> list[dict[str, Any]]:
+    """(label-quality AP, student AP) of every trained store that has both."""
+    pairs = []
+    for d in datasets(runs.cfg):
+        for method in _trained(runs, d):
+            q, a = _quality(runs, d.name, method), runs.metric(d.name, method)
+            if q is not None and a is not None:
+                pairs.append({"data": d.name, "level": d.level, "method": method,
+                              "quality": q, "student": a})  # fmt: skip
+    return pairs
+
+
+def quality_section(runs: Runs, report_dir: Path) -> list[str]:
+    pairs = quality_pairs(runs)
+    if not pairs:
+        return []
+    overall = rank_correlation([p["quality"] for p in pairs], [p["student"] for p in pairs])
+    within = []
+    for name in dict.fromkeys(p["data"] for p in pairs):
+        group = [p for p in pairs if p["data"] == name]
+        rho = rank_correlation([p["quality"] for p in group], [p["student"] for p in group])
+        if rho is not None:
+            within.append(rho.rho)
+    rows = []
+    for method in dict.fromkeys(p["method"] for p in pairs):
+        for level in dict.fromkeys(p["level"] for p in pairs if p["method"] == method):
+            mine = [p for p in pairs if p["method"] == method and p["level"] == level]
+            rows.append([
+                METHODS[method].label, "n/a" if level is None else f"{level:.2f}",
+                str(len(mine)), stat([p["quality"] for p in mine]).fmt(),
+                stat([p["student"] for p in mine]).fmt(),
+            ])  # fmt: skip
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 3.8))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for k, method in enumerate(dict.fromkeys(p["method"] for p in pairs)):
+        for level, marker in ((lv, "o" if i == 0 else "^") for i, lv in
+                              enumerate(dict.fromkeys(p["level"] for p in pairs))):  # fmt: skip
+            mine = [p for p in pairs if p["method"] == method and p["level"] == level]
+            if mine:
+                ax.scatter([p["quality"] for p in mine], [p["student"] for p in mine],
+                           color=f"C{k}", marker=marker,
+                           label=f"{METHODS[method].label} (p = q = {level})")  # fmt: skip
+    ax.set_xlabel("label-quality AP x 100 (lcdata score-labels)")
+    ax.set_ylabel("student AP x 100 (clean val)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(report_dir / QUALITY_FIG, dpi=110)
+    text = (
+        f"Spearman's rank correlation over all {overall.n} target stores: ρ = "
+        f"{overall.rho:+.2f} (p = {overall.p_value:.2g})"
+        if overall
+        else f"{len(pairs)} store(s) with both numbers: no rank correlation (it needs three or "
+        f"more, and values that differ on both sides)"
+    )
+    if within:
+        text += (
+            f"; within one data set (same seed and level, {len(within)} data sets), mean ρ = "
+            f"{np.mean(within):+.2f}"
+        )
+    return [
+        "## Does label-quality AP predict the student?",
+        "",
+        "Each store a student trained on: its label-quality AP (`lcdata score-labels`: its "
+        "targets decoded and scored against the clean truth, a minute, no training) beside the "
+        "AP of the student it led to, mean ± std over seeds.",
+        "",
+        *table(["targets", "p = q", "stores", "label-quality AP", "student AP"], rows),
+        "",
+        text + ".",
+        "",
+        f"![label-quality AP against student AP]({QUALITY_FIG})",
+        "",
     ]
 
 
@@ -984,6 +1261,8 @@ def write_report(out: Path, report_dir: Path, *, smoke_run: Path | None = None) 
         *table1_section(runs),
         *table2_section(runs),
         *analytics_section(runs),
+        *corrections_section(runs),
+        *quality_section(runs, report_dir),
         *curves_section(runs, report_dir),
         *sweep_section(runs, report_dir),
         *noisy_eval_section(runs),

@@ -39,3 +39,31 @@ def test_rank_correlation_on_a_fixed_input():
     assert rank_correlation([1, 2, 3], [4, 4, 4]) is None  # constant: undefined
     with pytest.raises(ValueError, match="3 x values against 2"):
         rank_correlation([1, 2, 3], [1, 2])
+
+
+def test_report_correlates_label_quality_with_student_ap(tmp_path):
+    """The report's correlation section on fixed markers: the ranks agree on seed 0 and
+    swap Baseline and LC on seed 1."""
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, quality_pairs, quality_section
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_fresh.toml")
+    numbers = {  # (label-quality AP, student AP) per data set and row
+        "p0.10_q0.10_s0": {"baseline": (0.53, 0.47), "lc": (0.73, 0.48), "clean": (0.92, 0.55)},
+        "p0.10_q0.10_s1": {"baseline": (0.54, 0.48), "lc": (0.72, 0.47), "clean": (0.93, 0.56)},
+    }
+    markers = {}
+    for group, rows in numbers.items():
+        for method, (quality, student) in rows.items():
+            markers[f"{group}/quality/{method}"] = {"outputs": {"metrics": {"AP": quality}}}
+            markers[f"{group}/eval/{method}"] = {"outputs": {"metrics": {"clean": {"AP": student}}}}
+    runs = Runs(out=tmp_path, cfg=cfg, markers=markers)
+    pairs = quality_pairs(runs)
+    assert len(pairs) == 6 and {p["method"] for p in pairs} == {"baseline", "lc", "clean"}
+    text = "\n".join(quality_section(runs, tmp_path))
+    # x ranks 1 4 5 2 3 6, y ranks 1.5 3.5 5 3.5 1.5 6 -> rho = 14.5 / sqrt(17.5 * 16.5)
+    rho = 14.5 / math.sqrt(17.5 * 16.5)
+    assert f"over all 6 target stores: ρ = {rho:+.2f}" in text
+    assert "mean ρ = +0.75" in text  # seed 0: +1.0, seed 1: +0.5
+    assert "| LC | 0.10 | 2 | 72.5 ± 0.7 | 47.5 ± 0.7 |" in text
+    assert (tmp_path / "results_quality.png").stat().st_size > 1000

@@ -49,7 +49,7 @@ def test_quick_runs_every_step_of_the_plan(quick_run):
     kinds = {s.kind for s in steps}
     assert kinds == {
         "synth", "gt_store", "oracle", "fit", "export", "teacher_pass", "coverage", "correct",
-        "evaluate", "curve", "figures",
+        "evaluate", "curve", "figures", "score_labels",
     }  # fmt: skip
     missing = [s.name for s in steps if not marker_path(out, s.name).is_file()]
     assert missing == []
@@ -86,13 +86,22 @@ def test_report_has_its_tables_and_figures(quick_run):
         "## Defect sweep",
         "## Fig. 3 analogue",
         "## Discussion",
+        "## The corrections beyond the paper",
+        "## Does label-quality AP predict the student?",
+        "### Loss against the clean truth during training",
     ):
         assert heading in text, heading
+    assert "| 0.10 | LC gated | 1 |" in text and "| 0.00 | LC | 1 |" in text
+    # 10 trained stores with a score; the 20-step students all score AP 0: no correlation
+    assert "| clean labels (upper bound) | 0.10 | 1 |" in text
+    assert "10 store(s) with both numbers: no rank correlation" in text
+    assert "Levelling off" in text
     for row in ("| Baseline |", "| LC |", "| KD (λ=0.5) |", "| LC ×2 |", "| LC (both) |"):
         assert row in text, row
     assert "| clean labels (upper bound) |" in text
     assert "| 0.00 |" in text  # the sweep's p = q = 0 level
-    for png in ("results_fig5_curves.png", "results_sweep.png", "results_fig3_1.png"):
+    for png in ("results_fig5_curves.png", "results_sweep.png", "results_fig3_1.png",
+                "results_probe.png", "results_quality.png"):  # fmt: skip
         assert (docs / png).stat().st_size > 1000
         assert f"]({png})" in text
 
