@@ -7,8 +7,12 @@ teacher maps warped with the crop (`lcdata.labels.warp.warp_sample`) against the
 teacher run on the warped crop. Reported over the supervised cells of the warped view:
 mean |difference| of the part heatmaps and of the PAF vectors, each relative to the mean
 of the teacher's own map on the warped crop, and the share of cells whose heatmap differs
-by more than 0.1. "identity" measures the float16 storage alone; a flip measures how
-far the teacher is from mirror-equivariant, which no warp can remove.
+by more than 0.1, and the peak-area ratio: cells above 0.5 in the warped maps over cells above
+0.5 in the teacher's maps of the warped crop (a zoom by s widens a warped peak by s, its area
+by s^2; a teacher that keeps its peak width whatever the scale, as the fixed-sigma GT it
+learned, gives a ratio near s^2, one that scales with the crop gives 1). "identity" measures
+the float16 storage alone; a flip measures how far the teacher is from mirror-equivariant,
+which no warp can remove.
 """
 
 from __future__ import annotations
@@ -59,9 +63,9 @@ def main() -> None:
     k, c = skeleton.num_parts, (size - 1) / 2
     print(f"{args.cache}: {n} samples of {size} px, stride {stride}; teacher {args.teacher}")
     header = ("transform", "heatmap mean abs diff / mean", "PAF mean abs diff / mean",
-              "cells with heatmap diff > 0.1")  # fmt: skip
+              "cells with heatmap diff > 0.1", "peak area, warped / teacher")  # fmt: skip
     print("| " + " | ".join(header) + " |")
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|")
     for name, t in TRANSFORMS:
         shift = t.get("shift", 0.0) * size
         view = View(
@@ -90,7 +94,8 @@ def main() -> None:
         rel_h = (dh * v).sum() / max((np.abs(heat_t) * v).sum(), 1e-9)
         rel_p = (dp * v).sum() / max((np.abs(paf_t) * v).sum(), 1e-9)
         big = ((dh > 0.1) & v).sum() / max(v.sum() * k, 1)
-        print(f"| {name} | {rel_h:.3f} | {rel_p:.3f} | {big:.2%} |")
+        area = ((heat_w > 0.5) & v).sum() / max(((heat_t > 0.5) & v).sum(), 1)
+        print(f"| {name} | {rel_h:.3f} | {rel_p:.3f} | {big:.2%} | {area:.2f} |")
 
 
 if __name__ == "__main__":
