@@ -3,11 +3,13 @@
 `OUT` (runs/<name>) holds stores and checkpoints, gigabytes that are never committed. What
 the report reads is small: the step markers (`OUT/steps/*.json`, which carry every metric)
 and a few files beside them (training logs, run records, corruption counts). When every step
-of a *group* (the steps of one data set, e.g. `p0.10_q0.10_s0/...`) is done, `archive`
-copies those into the config's `results_dir` (e.g. experiments/results/<name>/), to commit.
-On a machine where OUT is gone, `restore` puts them back, so the runner skips the group's
-steps and the report is written as before. Only whole groups are archived: a restored step
-never waits for a store or checkpoint that is not there.
+of a *group* (the steps of one data set, e.g. `p0.10_q0.10_s0/...`) finishes, `archive`
+copies those into the config's `results_dir` (e.g. experiments/results/<name>/), to commit;
+a group still running is archived as far as it got. On a machine where OUT is gone,
+`restore` puts them back, so the runner skips the finished steps and the report is written
+as before. A restored step never waits for a store or checkpoint that is not there: of a
+group that is not whole, only the steps whose results are their markers (and the exported
+teachers) come back, and the stores they need are rebuilt (`reusable`).
 
 A training cut off with its session would be lost with OUT, so `park` also keeps what an
 unfinished fit needs to continue: its checkpoint, log, run record and kept checkpoints (a
@@ -60,32 +62,45 @@ def groups(steps: list[Step]) -> dict[str, list[Step]]:
 
 
 def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
-    """Copy the markers and small files of every finished group of `steps` into `dest`.
+    """Copy the markers and small files of the finished steps of every group into `dest`.
 
-    Returns the groups archived now (a group archived before with the same markers is left).
+    A group is archived as far as it got: a group of many long trainings spans sessions,
+    and what finished must not be lost with OUT. The record lists every step archived so
+    far (those of earlier records that the plan still has, and those finished now); only a
+    group whose every step is done drops its parked fits. Returns the groups archived now
+    (a group whose record already lists the same steps is left).
     """
     written = []
     for group, members in groups(steps).items():
-        markers = [marker_path(out, s.name) for s in members]
-        if not all(m.is_file() for m in markers):
+        finished = {s.name for s in members if marker_path(out, s.name).is_file()}
+        if not finished:
             continue
         record = dest / group / DONE
-        names = sorted(s.name for s in members)
-        if record.is_file() and json.loads(record.read_text())["steps"] == names:
+        names = {s.name for s in members}
+        old = json.loads(record.read_text()) if record.is_file() else {"steps": [], "files": []}
+        listed = sorted((set(old["steps"]) & names) | finished)
+        if old["steps"] == listed:
             continue
         (dest / "steps").mkdir(parents=True, exist_ok=True)
-        for m in markers:
-            shutil.copy2(m, dest / "steps" / m.name)
-        files = []
+        for name in sorted(finished):
+            shutil.copy2(marker_path(out, name), dest / "steps" / marker_path(out, name).name)
+        # the run folders of unfinished fits are parked (`park`), not archived
+        running = [
+            out / s.args["run"] for s in members if s.kind == "fit" and s.name not in finished
+        ]
+        files = set(old["files"])
         for pattern in SMALL_FILES:
             for path in sorted((out / group).glob(pattern)):
+                if any(path.is_relative_to(r) for r in running):
+                    continue
                 if path.is_file() and path.stat().st_size <= MAX_FILE_BYTES:
                     target = dest / group / path.relative_to(out / group)
                     target.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, target)
-                    files.append(str(path.relative_to(out / group)))
-        write_json_atomic(record, {"steps": names, "files": files})
-        shutil.rmtree(dest / group / PARKED, ignore_errors=True)  # finished: nothing to resume
+                    files.add(str(path.relative_to(out / group)))
+        write_json_atomic(record, {"steps": listed, "files": sorted(files)})
+        if set(listed) == names:  # finished: nothing to resume
+            shutil.rmtree(dest / group / PARKED, ignore_errors=True)
         written.append(group)
     return written
 

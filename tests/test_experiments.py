@@ -303,6 +303,46 @@ def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
     assert not (results / group / PARKED).exists()
 
 
+def test_a_group_still_running_is_archived_as_far_as_it_got(quick_run, tmp_path):
+    """Finished steps of a group with unfinished fits survive the machine: their markers (and
+    the exported teacher) come back, the stores they fed are rebuilt, the rest runs."""
+    from experiments.archive import DONE, PARKED, archive, park, restore
+
+    out, _, _ = quick_run
+    steps = plan(load_config(QUICK_CONFIG))
+    group = steps[0].name.split("/", 1)[0]
+    by_name = {s.name: s for s in steps}
+    cut = tmp_path / "cut"  # the LC student and everything after it did not finish
+    shutil.copytree(out, cut)
+    unfinished = {f"{group}/{n}" for n in ("fit/lc", "eval/lc", "curve/lc", "export/lc",
+                                           "teacher_pass/lc", "target/lc_x2", "quality/lc_x2",
+                                           "fit/lc_x2", "eval/lc_x2", "figures")}  # fmt: skip
+    unfinished &= set(by_name)
+    for name in unfinished:
+        marker_path(cut, name).unlink()
+    results = tmp_path / "results"
+    assert group in archive(cut, steps, results) and park(cut, steps, results)
+    record = json.loads((results / group / DONE).read_text())
+    members = {s.name for s in steps if s.name.startswith(group + "/")}
+    assert set(record["steps"]) == members - unfinished
+    assert "runs/lc/log.csv" not in record["files"]  # the unfinished fit is parked instead
+    assert "runs/baseline/log.csv" in record["files"] and "models/baseline.pt2" in record["files"]
+    assert archive(cut, steps, results) == []  # nothing new
+    # a fresh machine: evaluations and the exported teacher come back, stores do not
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert group in restore(fresh, steps, results)
+    done = {n for n in members if marker_path(fresh, n).is_file()}
+    for kept in ("fit/baseline", "eval/baseline", "export/baseline", "eval/kd05", "fit/kd05"):
+        assert f"{group}/{kept}" in done, kept
+    for rerun in ("gt_store", "teacher_pass", "target/lc", "fit/lc"):
+        assert f"{group}/{rerun}" not in done, rerun
+    # the next session archives what it added to what was there; whole, the parked go
+    assert group in archive(out, steps, results)
+    assert set(json.loads((results / group / DONE).read_text())["steps"]) == members
+    assert not (results / group / PARKED).exists()
+
+
 def test_corrections_beyond_the_paper_plan_and_run_on_the_quick_outputs(quick_run, tmp_path):
     """Rows of the new corrections (a TTA teacher pass, gated and keypoint targets) and the
     label-quality steps: planned once each, and run on the quick experiment's teacher."""
