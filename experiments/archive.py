@@ -101,6 +101,10 @@ def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
         write_json_atomic(record, {"steps": listed, "files": sorted(files)})
         if set(listed) == names:  # finished: nothing to resume
             shutil.rmtree(dest / group / PARKED, ignore_errors=True)
+        for s in members:  # a parked fit that has finished since
+            if s.kind == "fit" and s.name in finished:
+                rel = Path(s.args["run"]).relative_to(group)
+                shutil.rmtree(dest / group / PARKED / rel, ignore_errors=True)
         written.append(group)
     return written
 

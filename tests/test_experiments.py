@@ -338,6 +338,12 @@ def test_a_group_still_running_is_archived_as_far_as_it_got(quick_run, tmp_path)
     for rerun in ("gt_store", "teacher_pass", "target/lc", "fit/lc"):
         assert f"{group}/{rerun}" not in done, rerun
     # the next session archives what it added to what was there; whole, the parked go
+    partly = tmp_path / "partly"  # first only the LC student finished: its parked run goes
+    shutil.copytree(out, partly)
+    for name in unfinished - {f"{group}/fit/lc"}:
+        marker_path(partly, name).unlink()
+    assert group in archive(partly, steps, results)
+    assert not (results / group / PARKED / "runs" / "lc").exists()
     assert group in archive(out, steps, results)
     assert set(json.loads((results / group / DONE).read_text())["steps"]) == members
     assert not (results / group / PARKED).exists()
