@@ -7,10 +7,12 @@ teacher maps warped with the crop (`lcdata.labels.warp.warp_sample`) against the
 teacher run on the warped crop. Reported over the supervised cells of the warped view:
 mean |difference| of the part heatmaps and of the PAF vectors, each relative to the mean
 of the teacher's own map on the warped crop, and the share of cells whose heatmap differs
-by more than 0.1, and the peak-area ratio: cells above 0.5 in the warped maps over cells above
-0.5 in the teacher's maps of the warped crop (a zoom by s widens a warped peak by s, its area
-by s^2; a teacher that keeps its peak width whatever the scale, as the fixed-sigma GT it
-learned, gives a ratio near s^2, one that scales with the crop gives 1). "identity" measures
+by more than 0.1, and the peak-area ratio: cells at or above half of their channel's maximum
+(channels whose maximum exceeds 0.5), in the warped maps over the teacher's maps of the
+warped crop. Half of each map's own maximum, so that resampling, which lowers peaks, does
+not count as narrowing. A zoom by s widens a warped peak by s, its area by s^2: a teacher
+that keeps its peak width whatever the scale (as the fixed-sigma GT it learned) gives a
+ratio near s^2, one whose peaks scale with the crop gives 1. "identity" measures
 the float16 storage alone; a flip measures how far the teacher is from mirror-equivariant,
 which no warp can remove.
 """
@@ -43,6 +45,13 @@ TRANSFORMS = [
     ("shift 5%", dict(shift=0.05)),
     ("flip + rotate 30 + scale 1.25", dict(flip=True, angle_deg=30.0, scale=1.25)),
 ]
+
+
+def half_max_area(maps: np.ndarray, valid: np.ndarray) -> int:
+    """Supervised cells at or above half of their channel's maximum, over the channels whose
+    maximum exceeds 0.5. maps (N, K, h, w), valid (N, 1, h, w) bool."""
+    peak = maps.max(axis=(2, 3), keepdims=True)
+    return int(((maps >= 0.5 * peak) & (peak > 0.5) & valid).sum())
 
 
 def main() -> None:
@@ -94,7 +103,7 @@ def main() -> None:
         rel_h = (dh * v).sum() / max((np.abs(heat_t) * v).sum(), 1e-9)
         rel_p = (dp * v).sum() / max((np.abs(paf_t) * v).sum(), 1e-9)
         big = ((dh > 0.1) & v).sum() / max(v.sum() * k, 1)
-        area = ((heat_w > 0.5) & v).sum() / max(((heat_t > 0.5) & v).sum(), 1)
+        area = half_max_area(heat_w, v) / max(half_max_area(heat_t, v), 1)
         print(f"| {name} | {rel_h:.3f} | {rel_p:.3f} | {big:.2%} | {area:.2f} |")
 
 
