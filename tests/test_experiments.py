@@ -413,3 +413,31 @@ def test_augmentation_table_means_spreads_and_paired_differences(tmp_path):
     assert rows["aug_k1"].split(" | ")[1:5] == ["0,1,2", "35.0 ± 0.0", "28.0 ± 2.0", "28.0 ± 2.0"]
     # paired: 20, 16, 21 AP points -> mean 19.0, sample std 2.6
     assert rows["aug_fresh"].split(" | ")[5].strip(" |") == "19.0 ± 2.6"
+
+
+def test_quality_table_means_seeds_and_orders_the_stores(tmp_path):
+    from experiments.quality_table import table
+
+    steps = tmp_path / "steps"
+    steps.mkdir()
+
+    def marker(name: str, outputs: dict) -> None:
+        (steps / f"{name}.json").write_text(json.dumps({"outputs": outputs}))
+
+    truth = {"heatmaps": {"recovered_fraction": {"total": 0.4}, "false_fraction": 0.2},
+             "pafs": {"recovered_fraction": {"total": 0.3}, "false_fraction": 0.1}}  # fmt: skip
+    for seed, ap in ((0, 0.70), (1, 0.74)):
+        g = f"p0.10_q0.10_s{seed}"
+        marker(f"{g}__quality__lc", {"metrics": {"AP": ap, "AP50": 0.9, "AR": 0.8}})
+        marker(f"{g}__target__lc", {"analytics": {"truth": truth}})
+        marker(f"{g}__quality__baseline", {"metrics": {"AP": 0.5, "AP50": 0.8, "AR": 0.6}})
+    marker("p0.00_q0.00_s0__quality__lc", {"metrics": {"AP": 0.9, "AP50": 0.9, "AR": 0.9}})
+    lines = table(tmp_path, 0.1).splitlines()
+    assert (
+        lines[2] == "| GT (noisy labels) | 0,1 | 50.0 ± 0.0 | 80.0 ± 0.0 | 60.0 ± 0.0 |  |  |  |  |"
+    )
+    assert lines[3] == (
+        "| LC | 0,1 | 72.0 ± 2.8 | 90.0 ± 0.0 | 80.0 ± 0.0 | 40.0 ± 0.0% | 20.0 ± 0.0% "
+        "| 30.0 ± 0.0% | 10.0 ± 0.0% |"
+    )
+    assert len(lines) == 4  # the p = q = 0 store is another level
