@@ -153,20 +153,23 @@ def method_stat(runs: Runs, method: str, key: str = "AP", labels: str | None = N
 
 
 def paired(runs: Runs, method: str, other: str, key: str = "AP", labels: str | None = None) -> Stat:
-    """Per-seed differences method - other (only seeds where both were evaluated)."""
-    diffs = []
-    for d in main_datasets(runs):
-        a, b = runs.metric(d.name, method, key, labels), runs.metric(d.name, other, key, labels)
-        if a is not None and b is not None:
-            diffs.append(a - b)
-    return Stat(tuple(diffs))
+    """Per-seed differences method - other on the main data sets (where both were evaluated)."""
+    return paired_over(runs, main_datasets(runs), method, other, key, labels)
 
 
-def paired_over(runs: Runs, sets: list[Dataset], method: str, other: str, key: str = "AP") -> Stat:
-    """Per-seed differences method - other over the data sets `sets` (one level, its seeds)."""
+def paired_over(
+    runs: Runs,
+    sets: list[Dataset],
+    method: str,
+    other: str,
+    key: str = "AP",
+    labels: str | None = None,
+) -> Stat:
+    """Per-seed differences method - other over the data sets `sets` (one level, its seeds),
+    where both were evaluated."""
     diffs = []
     for d in sets:
-        a, b = runs.metric(d.name, method, key), runs.metric(d.name, other, key)
+        a, b = runs.metric(d.name, method, key, labels), runs.metric(d.name, other, key, labels)
         if a is not None and b is not None:
             diffs.append(a - b)
     return Stat(tuple(diffs))
