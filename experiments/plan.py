@@ -25,6 +25,25 @@ class Step:
     args: dict[str, Any] = field(default_factory=dict)
     cost: float = 1.0
     """Rough duration in training-step units, for scheduling the longest chains first."""
+    rank: int | None = None
+    """A training's row priority (lower runs first, `row_rank`); None for the other steps,
+    which take the rank of the trainings they lead to (`experiments.schedule`)."""
+
+
+def row_rank(cfg: ExperimentConfig, ds: Dataset, method: str) -> int:
+    """The order in which trainings run when several are ready: the main rows (the teacher,
+    then `protocol.methods` in their order, then the clean bound), then the sweep's rows,
+    then the iterations; within a row, seed by seed. So an experiment cut short has whole
+    rows, in the config's order of importance, rather than a little of everything."""
+    proto = cfg.protocol
+    if not ds.main:
+        tier, order, seeds = 1, ["baseline", *cfg.sweep.methods], list(cfg.sweep.seeds)
+    elif method in ds.iterate:
+        tier, order, seeds = 2, list(proto.iterate), list(cfg.seeds)
+    else:
+        tier, order, seeds = 0, ["baseline", *proto.methods, "clean"], list(cfg.seeds)
+    pos = order.index(method) if method in order else len(order)
+    return tier * 10_000 + pos * 100 + (seeds.index(ds.seed) if ds.seed in seeds else 99)
 
 
 def datasets(cfg: ExperimentConfig) -> list[Dataset]:
@@ -168,6 +187,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                         "curve": ds.main and method in cfg.protocol.curves,
                     },
                     cost=train_steps,
+                    rank=row_rank(cfg, ds, method),
                 )
             )
             add(

@@ -1,6 +1,7 @@
 """Running the plan: step markers, the order of steps and their child processes.
 
-A finished step writes `OUT/steps/<name>.json`; the longest remaining chain goes first.
+A finished step writes `OUT/steps/<name>.json`. Of the steps ready to run, those of the most
+important row go first (`Step.rank`), then the longest remaining chain.
 A step with a marker is skipped on the next run, and every step that writes a store or a
 training run resumes what an interrupted attempt left, so a killed experiment continues where
 it stopped. With `parallel` > 1 the ready steps run as child processes, each with `threads`
@@ -50,6 +51,28 @@ def _priorities(steps: list[Step]) -> dict[str, float]:
     return prio
 
 
+def _ranks(steps: list[Step]) -> dict[str, int]:
+    """Each step's row priority: a training's own rank; another step's the lowest rank of the
+    trainings it leads to, else of those it follows (an evaluation runs with its training)."""
+    children: dict[str, list[str]] = {s.name: [] for s in steps}
+    for s in steps:
+        for d in s.deps:
+            if d in children:
+                children[d].append(s.name)
+    down: dict[str, int | None] = {}
+    for s in reversed(steps):  # every step comes after its dependencies
+        below = [r for c in children[s.name] if (r := down[c]) is not None]
+        down[s.name] = s.rank if s.rank is not None else min(below, default=None)
+    rank: dict[str, int] = {}
+    for s in steps:
+        if down[s.name] is not None:
+            rank[s.name] = down[s.name]  # type: ignore[assignment]
+        else:
+            above = [rank[d] for d in s.deps if d in rank]
+            rank[s.name] = min(above, default=0)
+    return rank
+
+
 def _child_env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -79,7 +102,11 @@ def run_plan(
     known = {s.name for s in steps}
     done = {s.name for s in steps if marker_path(out, s.name).is_file()}
     pending = [s for s in steps if s.name not in done]
-    prio = _priorities(steps)
+    prio, rank = _priorities(steps), _ranks(steps)
+
+    def order(s: Step) -> tuple[int, float]:  # the most important row, then the longest chain
+        return (rank[s.name], -prio[s.name])
+
     ran: list[str] = []
     if not pending:
         return ran
@@ -95,7 +122,7 @@ def run_plan(
             if not runnable:
                 missing = sorted({d for s in pending for d in s.deps if d not in done})
                 raise LcposeError(f"steps wait for unfinished dependencies: {', '.join(missing)}")
-            step = max(runnable, key=lambda s: prio[s.name])
+            step = min(runnable, key=order)
             echo(f"[{len(ran) + 1}/{total}] {step.name} ...")
             body = execute(step)
             echo(f"[{len(ran) + 1}/{total}] {step.name} done in {body['seconds']:.1f} s")
@@ -122,7 +149,7 @@ def run_plan(
     try:
         while pending or running:
             if not failed:
-                runnable = sorted((s for s in pending if ready(s)), key=lambda s: -prio[s.name])
+                runnable = sorted((s for s in pending if ready(s)), key=order)
                 for step in runnable[: parallel - len(running)]:
                     log = open(logs / (step.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115
                     cmd = [sys.executable, "-m", "experiments.run", "--out", str(out)]

@@ -200,6 +200,42 @@ def test_experiment_v2_trains_every_row_on_its_seeds():
     assert by_name["p0.10_q0.10_s0/teacher_pass/tta_flip"].args["tta"] == "flip"
 
 
+def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):
+    """Experiment v2 cut short has whole rows: the teachers, then each student row on every
+    seed in the order of `protocol.methods`, the clean bound, the sweep, the iterations."""
+    from experiments.schedule import run_plan
+
+    steps = plan(load_config(QUICK_CONFIG.parent / "aug_fresh.toml"))
+    fits: list[str] = []
+    order: list[str] = []
+
+    def execute(step: Step) -> dict:
+        order.append(step.name)
+        if step.kind == "fit":
+            fits.append(step.name)
+        marker_path(tmp_path, step.name).parent.mkdir(exist_ok=True)
+        marker_path(tmp_path, step.name).write_text(json.dumps({"seconds": 0}))
+        return {"seconds": 0.0}
+
+    run_plan(tmp_path, steps, parallel=1, threads=1, execute=execute, echo=lambda _: None)
+    rows = [f.split("/", 1)[1] for f in fits]
+    main = [f"fit/{m}" for m in ("baseline", "lc", "lc_ttaz", "kp_tta", "kd05", "clean")]
+    assert rows[:18] == [m for m in main for _ in range(3)]
+    assert all(f.startswith(f"p0.10_q0.10_s{i % 3}/") for i, f in enumerate(fits[:18]))
+    assert fits[18:30] == [
+        f"p0.00_q0.00_s{s}/fit/{m}"
+        for m in ("baseline", "lc", "lc_ttaz", "kp_tta")
+        for s in (0, 1, 2)
+    ]
+    assert fits[30:] == [f"p0.10_q0.10_s{s}/fit/lc_x2" for s in (0, 1, 2)]
+    # an evaluation follows its training before the next training starts
+    first = order.index("p0.10_q0.10_s0/fit/baseline")
+    assert order.index("p0.10_q0.10_s0/eval/baseline") < order.index("p0.10_q0.10_s1/fit/baseline")
+    assert set(order[first + 1 : first + 3]) == {"p0.10_q0.10_s0/eval/baseline",
+                                                 "p0.10_q0.10_s0/curve/baseline"}  # fmt: skip
+    assert len(fits) == 33
+
+
 def test_verdict_needs_two_standard_deviations():
     assert verdict(Stat((1.0, 1.2, 0.8))) == "gain"
     assert verdict(Stat((1.0, -0.5, 2.0))) == "no clear difference"
