@@ -123,6 +123,7 @@ class ExperimentConfig:
     report_dir: str = ""
     smoke_run: str = ""
     results_dir: str = ""  # committed summaries of finished groups (experiments.archive)
+    compare_with: str = ""  # another experiment's summary the report sets beside this one
     data: DataConfig = field(default_factory=DataConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields, every model
@@ -272,6 +273,7 @@ RESOLVED = "experiment.json"
 
 _MAY_CHANGE = (
     "parallel", "threads", "report_dir", "smoke_run", "results_dir", "sweep", "protocol", "seeds",
+    "compare_with",
 )  # fmt: skip
 """Config keys a folder's later runs may change: they add rows or change how steps run, not
 what a finished step computed."""

@@ -1230,6 +1230,58 @@ def discussion_section(runs: Runs) -> list[str]:
     return lines + [f"- {b}" for b in bullets] + [""]
 
 
+def comparison_section(runs: Runs) -> list[str]:
+    """This experiment beside another one's recorded summary (`compare_with`): what changed."""
+    if not runs.cfg.compare_with:
+        return []
+    path = resolve_path(runs.cfg.compare_with)
+    if not path.is_file():
+        return [f"(`compare_with`: {runs.cfg.compare_with} is not in this checkout)", ""]
+    other = json.loads(path.read_text(encoding="utf-8"))
+    sched = other["schedule"]
+
+    def cell(mean: float | None, sd: float | None, *, sign: bool = False) -> str:
+        if mean is None:
+            return "n/a"
+        m = f"{mean:+.1f}" if sign else f"{mean:.1f}"
+        return m if sd is None else f"{m} ± {sd:.1f}"
+
+    rows = []
+    for method, row in other["rows"].items():
+        here = method_stat(runs, method)
+        diff = paired(runs, method, "baseline") if method != "baseline" else None
+        rows.append([
+            METHODS[method].label,
+            f"{row['seeds']}", cell(*row["AP"]),
+            "" if "dAP" not in row else f"{cell(*row['dAP'], sign=True)} ({row['verdict']})",
+            str(here.n) if here.n else "", here.fmt(),
+            "" if diff is None else f"{diff.fmt(sign=True)} ({verdict(diff)})" if diff.n else "",
+        ])  # fmt: skip
+    train = runs.cfg.train
+    passes = ""
+    samples = [
+        b["num_samples"] for d in main_datasets(runs) if (b := runs.outputs(f"{d.name}/gt_store"))
+    ]
+    if samples:
+        seen = runs.cfg.train_steps * int(train.get("batch_size", 1))
+        passes = f", {seen / np.mean(samples):.0f} passes"
+    return [
+        "## The short regime, for comparison",
+        "",
+        f"The same benchmark and model at {sched['steps']:,} steps of batch "
+        f"{sched['batch_size']} ({sched['passes']} passes, {sched['views_per_image']} stored "
+        f"view, augment {sched['augment']}), from {other['source']}; this experiment: "
+        f"{runs.cfg.train_steps:,} steps of batch {train.get('batch_size')}{passes}, augment "
+        f"{train.get('augment', 'off')}. AP on the clean validation labels; ΔAP: paired to the "
+        f"Baseline of the same seed.",
+        "",
+        *table(
+            ["method", "seeds (short)", "AP (short)", "ΔAP (short)", "seeds", "AP", "ΔAP"], rows
+        ),  # fmt: skip
+        "",
+    ]
+
+
 def smoke_section(smoke: Path | None) -> list[str]:
     if smoke is None or not (smoke / RESOLVED).is_file():
         return []
@@ -1310,6 +1362,7 @@ def write_report(out: Path, report_dir: Path, *, smoke_run: Path | None = None) 
         *noisy_eval_section(runs),
         *figures_section(runs, report_dir),
         *discussion_section(runs),
+        *comparison_section(runs),
         *smoke_section(smoke_run),
     ]
     path = report_dir / "results.md"

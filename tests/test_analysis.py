@@ -67,3 +67,25 @@ def test_report_correlates_label_quality_with_student_ap(tmp_path):
     assert "mean ρ = +0.75" in text  # seed 0: +1.0, seed 1: +0.5
     assert "| LC | 0.10 | 2 | 72.5 ± 0.7 | 47.5 ± 0.7 |" in text
     assert (tmp_path / "results_quality.png").stat().st_size > 1000
+
+
+def test_report_sets_the_short_regime_beside_this_experiment(tmp_path):
+    from dataclasses import replace
+
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, comparison_section
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_fresh.toml")
+    markers = {}
+    for seed, (base, lc) in enumerate(((0.47, 0.49), (0.48, 0.49))):
+        for method, ap in (("baseline", base), ("lc", lc)):
+            markers[f"p0.10_q0.10_s{seed}/eval/{method}"] = {
+                "outputs": {"metrics": {"clean": {"AP": ap}}}
+            }
+    text = "\n".join(comparison_section(Runs(out=tmp_path, cfg=cfg, markers=markers)))
+    assert "## The short regime, for comparison" in text and "1,200 steps of batch 16" in text
+    assert (
+        "| LC | 3 | 29.1 ± 0.6 | +0.7 ± 0.3 (gain) | 2 | 49.0 ± 0.0 | +1.5 ± 0.7 (gain) |" in text
+    )
+    missing = replace(cfg, compare_with="no/such.json")
+    assert "not in this checkout" in comparison_section(Runs(tmp_path, missing, markers))[0]
