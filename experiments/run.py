@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from experiments.archive import archive, park, restore, unpark
 from experiments.config import (
@@ -39,7 +40,7 @@ from experiments.config import (
 )
 from experiments.plan import plan, select
 from experiments.report import write_report
-from experiments.schedule import marker_path, run_plan
+from experiments.schedule import marker_path, read_marker, run_plan
 from experiments.steps import execute_step
 from lcdata.errors import LcposeError
 
@@ -140,11 +141,25 @@ def _main(
         report_dir = resolve_path(cfg.report_dir) if cfg.report_dir else out / "report"
     steps = plan(cfg)
     if list_steps:
+        # done here, or finished on another machine and committed (results_dir)
+        folders = [out] + ([resolve_path(cfg.results_dir)] if cfg.results_dir else [])
+        markers = {s.name: m for s in steps for f in reversed(folders)
+                   if (m := read_marker(f, s.name)) is not None}  # fmt: skip
         for s in steps:
-            state = "done" if marker_path(out, s.name).is_file() else "todo"
-            click.echo(f"{state}  {s.name}")
+            click.echo(f"{'done' if s.name in markers else 'todo'}  {s.name}")
         fits = [s for s in steps if s.kind == "fit"]
         click.echo(f"{len(steps)} steps, {len(fits)} trainings of {cfg.train_steps} steps")
+        left = [s for s in fits if s.name not in markers]
+        step_s = [markers[s.name]["outputs"].get("step_s") for s in fits if s.name in markers]
+        step_s = [v for v in step_s if v]
+        if left and step_s:
+            hours = len(left) * cfg.train_steps * float(np.mean(step_s)) / 3600
+            par = int(cfg.parallel)
+            click.echo(
+                f"{len(left)} trainings left: about {hours:.1f} h of training at the "
+                f"{np.mean(step_s):.2f} s/step of the finished ones, {hours / par:.1f} h with "
+                f"{par} at a time"
+            )
         return
     results = resolve_path(cfg.results_dir) if cfg.results_dir else None
     if archive_only:

@@ -311,6 +311,10 @@ def test_report_only_on_a_clean_clone_reads_the_committed_summaries(quick_run, t
         return text.split("## Table 1 analogue", 1)[1].split("\n## ", 1)[0]
 
     assert "| Baseline |" in table1(got) and table1(got) == table1(want)
+    # --list counts the committed steps as done, and estimates what is left
+    listed = CliRunner().invoke(main, ["--config", str(config), "--out", str(clone), "--list"])
+    assert listed.exit_code == 0, listed.output
+    assert "done  p0.10_q0.10_s0/fit/baseline" in listed.output and "todo" not in listed.output
 
 
 def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
