@@ -26,6 +26,7 @@ from experiments.analysis import LEVEL_GAIN, LEVEL_TAIL, levelling, rank_correla
 from experiments.config import RESOLVED, ExperimentConfig, load_resolved, resolve_path
 from experiments.plan import datasets
 from experiments.protocol import METHODS, Dataset
+from experiments.schedule import read_markers
 from lcdata.synth.truth import canonical_keys
 
 CLAIM_SD = 2.0
@@ -86,15 +87,8 @@ def load_runs(out: Path) -> Runs:
     archived groups, `experiments.archive`) where OUT has none: a clean clone writes the
     report of the runs that finished on other machines."""
     cfg = load_resolved(out)
-    folders = [out / "steps"]
-    if cfg.results_dir:
-        folders.append(resolve_path(cfg.results_dir) / "steps")
-    markers: dict[str, dict[str, Any]] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.json")):
-            body = json.loads(path.read_text(encoding="utf-8"))
-            markers.setdefault(body["step"], body)
-    return Runs(out=out, cfg=cfg, markers=markers)
+    folders = [out] + ([resolve_path(cfg.results_dir)] if cfg.results_dir else [])
+    return Runs(out=out, cfg=cfg, markers=read_markers(folders))
 
 
 def main_datasets(runs: Runs) -> list[Dataset]:
@@ -663,45 +657,48 @@ def sweep_section(runs: Runs, report_dir: Path) -> list[str]:
     ]
 
 
-def _sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
+def _axes(figsize: tuple[float, float]) -> tuple[Any, Any]:
+    """A matplotlib figure (Agg, no display) and its one axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    pts = [r for r in rows if not r["all_off"] and r["baseline"] is not None]
-    fig = Figure(figsize=(5, 3.4))
+    fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for key, label, style in (("baseline", "Baseline", "o-"), ("lc", "LC", "s-")):
-        xs = [r["level"] for r in pts if r[key] is not None]
-        ys = [r[key] for r in pts if r[key] is not None]
-        ax.plot(xs, ys, style, label=label)
-    ax.set_xlabel("p = q (missed visible, unannotated)")
-    ax.set_ylabel("AP x 100 (clean val)")
+    return fig, fig.subplots()
+
+
+def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, legend: int = 10) -> None:
+    """Label, grid and legend (font size `legend`) the axes, then write the PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=legend)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
 
+def _sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
+    pts = [r for r in rows if not r["all_off"] and r["baseline"] is not None]
+    fig, ax = _axes((5, 3.4))
+    for key, label, style in (("baseline", "Baseline", "o-"), ("lc", "LC", "s-")):
+        xs = [r["level"] for r in pts if r[key] is not None]
+        ys = [r[key] for r in pts if r[key] is not None]
+        ax.plot(xs, ys, style, label=label)
+    _save(fig, ax, path, xlabel="p = q (missed visible, unannotated)",
+          ylabel="AP x 100 (clean val)")  # fmt: skip
+
+
 def curves_section(runs: Runs, report_dir: Path) -> list[str]:
     series: dict[str, dict[int, list[float]]] = {}
     for method in runs.cfg.protocol.curves:
-        for d in main_datasets(runs):
-            body = runs.outputs(f"{d.name}/curve/{method}")
-            if not body:
-                continue
-            for point in body["points"]:
+        for points in _curve_points(runs, method):
+            for point in points:
                 value = point["metrics"][runs.primary]["AP"]
                 series.setdefault(method, {}).setdefault(point["step"], []).append(100 * value)
     if not series:
         return []
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = _axes((5.5, 3.6))
     rows = []
     steps_all = sorted({s for pts in series.values() for s in pts})
     for method, pts in series.items():
@@ -712,13 +709,7 @@ def curves_section(runs: Runs, report_dir: Path) -> list[str]:
         rows.append(
             [METHODS[method].label] + [Stat(tuple(pts.get(s, []))).fmt() for s in steps_all]
         )
-    ax.set_xlabel("training step")
-    ax.set_ylabel("AP x 100 (clean val)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(report_dir / FIG5, dpi=110)
+    _save(fig, ax, report_dir / FIG5, xlabel="training step", ylabel="AP x 100 (clean val)")
     return [
         "## Fig. 5 analogue: validation AP during training",
         "",
@@ -786,12 +777,7 @@ def probe_section(runs: Runs, report_dir: Path) -> list[str]:
                     slot.setdefault(point["step"], []).append(value)
     if not series:
         return []
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 3.6))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = _axes((5.5, 3.6))
     steps_all = sorted({s for m in series.values() for s in m.get("loss_clean", {})})
     rows, notes = [], []
     for k, (method, losses) in enumerate(series.items()):
@@ -823,13 +809,8 @@ def probe_section(runs: Runs, report_dir: Path) -> list[str]:
                     else "(still falling)."
                 )
             )
-    ax.set_xlabel("training step")
-    ax.set_ylabel("probe loss (solid: clean truth, dashed: own targets)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(report_dir / PROBE_FIG, dpi=110)
+    _save(fig, ax, report_dir / PROBE_FIG, xlabel="training step",
+          ylabel="probe loss (solid: clean truth, dashed: own targets)", legend=8)  # fmt: skip
     size = runs.cfg.protocol.probe_samples
     return [
         "### Loss against the clean truth during training",
@@ -936,12 +917,7 @@ def quality_section(runs: Runs, report_dir: Path) -> list[str]:
                 str(len(mine)), stat([p["quality"] for p in mine]).fmt(),
                 stat([p["student"] for p in mine]).fmt(),
             ])  # fmt: skip
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5.5, 3.8))
-    FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    fig, ax = _axes((5.5, 3.8))
     for k, method in enumerate(dict.fromkeys(p["method"] for p in pairs)):
         for level, marker in ((lv, "o" if i == 0 else "^") for i, lv in
                               enumerate(dict.fromkeys(p["level"] for p in pairs))):  # fmt: skip
@@ -950,13 +926,8 @@ def quality_section(runs: Runs, report_dir: Path) -> list[str]:
                 ax.scatter([p["quality"] for p in mine], [p["student"] for p in mine],
                            color=f"C{k}", marker=marker,
                            label=f"{METHODS[method].label} (p = q = {level})")  # fmt: skip
-    ax.set_xlabel("label-quality AP x 100 (lcdata score-labels)")
-    ax.set_ylabel("student AP x 100 (clean val)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(report_dir / QUALITY_FIG, dpi=110)
+    _save(fig, ax, report_dir / QUALITY_FIG, xlabel="label-quality AP x 100 (lcdata score-labels)",
+          ylabel="student AP x 100 (clean val)", legend=6)  # fmt: skip
     text = (
         f"Spearman's rank correlation over all {overall.n} target stores: ρ = "
         f"{overall.rho:+.2f} (p = {overall.p_value:.2g})"

@@ -40,7 +40,7 @@ from experiments.config import (
 )
 from experiments.plan import plan, select
 from experiments.report import write_report
-from experiments.schedule import marker_path, read_marker, run_plan
+from experiments.schedule import marker_path, read_markers, run_plan
 from experiments.steps import execute_step
 from lcdata.errors import LcposeError
 
@@ -143,8 +143,7 @@ def _main(
     if list_steps:
         # done here, or finished on another machine and committed (results_dir)
         folders = [out] + ([resolve_path(cfg.results_dir)] if cfg.results_dir else [])
-        markers = {s.name: m for s in steps for f in reversed(folders)
-                   if (m := read_marker(f, s.name)) is not None}  # fmt: skip
+        markers = read_markers(folders)
         for s in steps:
             click.echo(f"{'done' if s.name in markers else 'todo'}  {s.name}")
         fits = [s for s in steps if s.kind == "fit"]
@@ -153,11 +152,11 @@ def _main(
         step_s = [markers[s.name]["outputs"].get("step_s") for s in fits if s.name in markers]
         step_s = [v for v in step_s if v]
         if left and step_s:
-            hours = len(left) * cfg.train_steps * float(np.mean(step_s)) / 3600
-            par = int(cfg.parallel)
+            mean_s, par = float(np.mean(step_s)), int(cfg.parallel)
+            hours = len(left) * cfg.train_steps * mean_s / 3600
             click.echo(
                 f"{len(left)} trainings left: about {hours:.1f} h of training at the "
-                f"{np.mean(step_s):.2f} s/step of the finished ones, {hours / par:.1f} h with "
+                f"{mean_s:.2f} s/step of the finished ones, {hours / par:.1f} h with "
                 f"{par} at a time"
             )
         return

@@ -37,13 +37,30 @@ def read_marker(out: Path, name: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _priorities(steps: list[Step]) -> dict[str, float]:
-    """Longest chain of `cost` from each step to the end of the plan (list scheduling)."""
+def read_markers(folders: list[Path]) -> dict[str, dict[str, Any]]:
+    """Every step marker of the experiment folders (`folder/steps/*.json`) by step name; a
+    step found in several keeps the first folder's (OUT before the committed results_dir)."""
+    markers: dict[str, dict[str, Any]] = {}
+    for folder in folders:
+        for path in sorted((folder / "steps").glob("*.json")):
+            body = json.loads(path.read_text(encoding="utf-8"))
+            markers.setdefault(body["step"], body)
+    return markers
+
+
+def _children(steps: list[Step]) -> dict[str, list[str]]:
+    """The steps of the plan that depend on each step."""
     children: dict[str, list[str]] = {s.name: [] for s in steps}
     for s in steps:
         for d in s.deps:
             if d in children:
                 children[d].append(s.name)
+    return children
+
+
+def _priorities(steps: list[Step]) -> dict[str, float]:
+    """Longest chain of `cost` from each step to the end of the plan (list scheduling)."""
+    children = _children(steps)
     cost = {s.name: s.cost for s in steps}
     prio: dict[str, float] = {}
     for s in reversed(steps):  # the plan lists every step after its dependencies
@@ -54,11 +71,7 @@ def _priorities(steps: list[Step]) -> dict[str, float]:
 def _ranks(steps: list[Step]) -> dict[str, int]:
     """Each step's row priority: a training's own rank; another step's the lowest rank of the
     trainings it leads to, else of those it follows (an evaluation runs with its training)."""
-    children: dict[str, list[str]] = {s.name: [] for s in steps}
-    for s in steps:
-        for d in s.deps:
-            if d in children:
-                children[d].append(s.name)
+    children = _children(steps)
     down: dict[str, int | None] = {}
     for s in reversed(steps):  # every step comes after its dependencies
         below = [r for c in children[s.name] if (r := down[c]) is not None]
