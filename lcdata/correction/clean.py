@@ -91,23 +91,28 @@ def clean_probe(
     for name in ("meta/image_id", "meta/affine", "meta/flipped"):
         if name not in meta:
             raise LcposeError(f"{meta_path}: {name} missing; cannot place the clean truth")
-    arrays = {k: zarr.open_array(str(w / p), mode="r") for k, (w, p) in spec.arrays.items()}
+    arrays = {}
+    for k in ("images", "masks", "heatmaps", "pafs"):
+        where, name = spec.arrays[k]
+        arrays[k] = zarr.open_array(str(where / name), mode="r")
     index = probe_indices(spec.num_samples, size)
     ids = np.asarray(meta["meta/image_id"][:])[index]
     affines = np.asarray(meta["meta/affine"][:], np.float64)[index]
     flips = np.asarray(meta["meta/flipped"][:])[index]
-    out: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("images", "masks", "heatmaps", "pafs", "clean_heatmaps", "clean_pafs")
-    }
-    for j, i in enumerate(index):
-        heat, pafs = render_clean(
+    truth_maps = [
+        render_clean(
             truth.get(int(ids[j]), []), affines[j], bool(flips[j]),
             render=spec.render, skeleton=spec.skeleton,
-        )  # fmt: skip
-        out["clean_heatmaps"].append(heat)
-        out["clean_pafs"].append(pafs)
-        out["images"].append(np.asarray(arrays["images"][int(i)]))
-        out["masks"].append(np.asarray(arrays["masks"][int(i)], np.float32)[None])
-        out["heatmaps"].append(np.asarray(arrays["heatmaps"][int(i)], np.float32))
-        out["pafs"].append(np.asarray(arrays["pafs"][int(i)], np.float32))
-    return {"index": index, **{k: np.stack(v) for k, v in out.items()}}
+        )
+        for j in range(len(index))
+    ]  # fmt: skip
+    stored = {k: a.get_orthogonal_selection((index,)) for k, a in arrays.items()}
+    return {
+        "index": index,
+        "images": np.asarray(stored["images"]),
+        "masks": np.asarray(stored["masks"], np.float32)[:, None],
+        "heatmaps": np.asarray(stored["heatmaps"], np.float32),
+        "pafs": np.asarray(stored["pafs"], np.float32),
+        "clean_heatmaps": np.stack([h for h, _ in truth_maps]),
+        "clean_pafs": np.stack([p for _, p in truth_maps]),
+    }
