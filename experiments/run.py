@@ -22,6 +22,7 @@ module is the command line.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from experiments.config import (
 from experiments.plan import plan, select
 from experiments.report import write_report
 from experiments.schedule import marker_path, read_markers, run_plan
-from experiments.steps import execute_step
+from experiments.steps import AMP_ENV, execute_step
 from lcdata.errors import LcposeError
 
 
@@ -79,6 +80,14 @@ from lcdata.errors import LcposeError
 @click.option("--park", "park_only", is_flag=True,
               help="Also keep the checkpoints of unfinished trainings in results_dir, so a "
               "fresh machine resumes them (with --archive-only; commit them).")  # fmt: skip
+@click.option(
+    "--amp",
+    type=click.Choice(["off", "bf16", "fp16"]),
+    default=None,
+    help="Train in this precision on this machine instead of the config's train.amp (e.g. "
+    "off on a CPU without native bf16); a parked fit continues in it, recorded in its "
+    "marker's amp_history.",
+)
 @click.option("--exec", "exec_step", default=None, hidden=True)
 @click.argument("only", nargs=-1, metavar="[STEP]...")
 def main(
@@ -94,9 +103,12 @@ def main(
     list_steps: bool,
     archive_only: bool,
     park_only: bool,
+    amp: str | None,
     exec_step: str | None,
 ) -> None:
     """Run the label-correction experiment (resumable) and write its report."""
+    if amp is not None:  # read by each fit step, in this process and its children
+        os.environ[AMP_ENV] = amp
     if park_only and not archive_only:
         raise click.UsageError("--park goes with --archive-only")
     if bool(only) != only_flag:

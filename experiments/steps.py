@@ -8,6 +8,7 @@ Relative paths in a step's arguments are relative to OUT.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.correction.coverage import teacher_coverage
 from lcdata.correction.write import run_correct
 from lcdata.errors import LcposeError
-from lcdata.io import write_json_atomic
+from lcdata.io import read_json, write_json_atomic
 from lcdata.labels.decode import DecodeConfig
 from lcdata.labels.scoring import evaluate_results
 from lcdata.labels.skeleton import CMU_SKELETON
@@ -119,20 +120,32 @@ def _mean_step_s(log_csv: Path) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+AMP_ENV = "LCPOSE_EXPERIMENT_AMP"
+"""Set by `experiments.run --amp`: this machine's training precision, whatever the config's
+`train.amp` (a CPU without native bf16 trains bf16 about 9x slower than fp32)."""
+
+
 def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
     from trainer.fit import fit
 
     tc = train_config(cfg, seed=args["seed"], target=args["target"])
     if args.get("curve"):  # the learning curve evaluates every checkpoint
         tc = replace(tc, keep_checkpoints=True)
+    override = os.environ.get(AMP_ENV)
+    if override:  # a parked fit continues in this precision; run.json keeps the switch
+        tc = replace(tc, amp=override)
     run = _p(out, args["run"])
     t0 = time.perf_counter()
-    result = fit(tc, _p(out, args["store"]), run, resume=True, progress=False)
+    result = fit(
+        tc, _p(out, args["store"]), run, resume=True, progress=False,
+        allow_amp_change=bool(override),
+    )  # fmt: skip
     return {
         "run": args["run"],
         "steps": result.step,
         "last_row": result.last_row,
         "step_s": _mean_step_s(run / "log.csv"),
+        "amp_history": read_json(run / "run.json").get("amp_history"),
         "wall_s": time.perf_counter() - t0,
     }
 

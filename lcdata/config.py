@@ -120,3 +120,8 @@ class AugmentConfig:
 NO_AUGMENT = AugmentConfig(flip_prob=0, max_rotate_deg=0, scale_min=1, scale_max=1, center_jitter=0)
 """Identity views (no flip, rotation, rescaling around the base scale or jitter): every crop
 is the labelled person at `target_fraction` of the crop height (`--no-augment`)."""
+
+DEFAULT_VIEWS_PER_IMAGE = 8
+"""K stored views per image unless told otherwise: of K = 1, K = 8 and one view with a fresh
+jitter at every step (`trainer fit --augment fresh`), K = 8 gave the best students at the
+long schedule (51.1 AP against 47.8 and 26.1, 3 seeds each, docs/augmentation.md)."""

@@ -22,7 +22,7 @@ fi
 
 step "2. GT store: augmented crops, masks, GT heatmaps and PAFs"
 lcdata build-teacher-cache "$DATA/annotations/person_keypoints_train.json" "$DATA/train" \
-  --out "$OUT/cache.zarr" --preset synth --views-per-image 2 --seed "$SEED" --resume
+  --out "$OUT/cache.zarr" --preset synth --views-per-image 8 --seed "$SEED" --resume
 lcdata inspect "$OUT/cache.zarr" --no-stats | head -20
 
 step "3. teacher: tiny model trained on the (defective) GT labels"

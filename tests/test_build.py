@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import lcdata.build.gt as build_mod
 from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.cli import cli
-from lcdata.config import RenderConfig
+from lcdata.config import DEFAULT_VIEWS_PER_IMAGE, RenderConfig
 from lcdata.errors import LcposeError
 from lcdata.store.layout import ATTR_KEY, SCHEMA_VERSION, open_store, read_attrs
 from lcdata.store.lock import write_lock
@@ -208,12 +208,14 @@ def test_cli_build_and_inspect(val, tmp_path: Path) -> None:
         "--input-size", "96", "--stride", "8", "--sigma", "4", "--samples-per-shard", "32",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "32 samples of 96px" in res.output
+    n = 32 * DEFAULT_VIEWS_PER_IMAGE  # 32 val images with persons, the default K views each
+    assert f"{n} samples of 96px" in res.output
     g = open_store(out)
-    assert g["images"].shape == (32, 96, 96, 3) and g["images"][:].std() > 10
+    assert g["images"].shape == (n, 96, 96, 3) and g["images"][:].std() > 10
+    assert read_attrs(out)["build"]["views_per_image"] == DEFAULT_VIEWS_PER_IMAGE
     res = _cli("inspect", str(out))
     assert res.exit_code == 0
-    assert "gt/heatmaps" in res.output and "(32, 19, 12, 12)" in res.output
+    assert "gt/heatmaps" in res.output and f"({n}, 19, 12, 12)" in res.output
     res = _cli("inspect", str(out), "--json")
     summary = json.loads(res.output)
     means = summary["channels"]["gt/heatmaps"]["mean"]

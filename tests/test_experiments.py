@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -167,9 +168,11 @@ def test_quick_config_inherits_the_full_protocol():
 
 
 def test_experiment_v2_trains_every_row_on_its_seeds():
-    """experiments/aug_fresh.toml (experiment v2): trainings per row and seed, the learning
+    """experiments/aug_k8.toml (experiment v2): trainings per row and seed, the learning
     curves with their clean probe, a label-quality score for every store that trains."""
-    steps = plan(load_config(QUICK_CONFIG.parent / "aug_fresh.toml"))
+    cfg = load_config(QUICK_CONFIG.parent / "aug_k8.toml")
+    assert cfg.store.views_per_image == 8 and cfg.train.get("augment", "off") == "off"
+    steps = plan(cfg)
     fits: dict[str, set[str]] = {}
     for s in steps:
         if s.kind == "fit":
@@ -192,12 +195,43 @@ def test_experiment_v2_trains_every_row_on_its_seeds():
         assert f"{group}/curve/clean" not in by_name  # curves of the rows that compete only
         # LC x2: the LC student is the next teacher
         assert by_name[f"{group}/teacher_pass/lc"].args["teacher"].endswith("models/lc.pt2")
-    # every store a student trains on has its label-quality score beside it
+    # every store a student trains on has its label-quality score beside it, and only those
     for group, methods in fits.items():
         for method in methods:
             assert f"{group}/quality/{method}" in by_name, (group, method)
+    assert not any(s.kind == "correct" and s.name.split("/")[-1] not in fits[s.name.split("/")[0]]
+                   for s in steps)  # fmt: skip
     # the TTA teachers are separate passes over copies of the GT store
     assert by_name["p0.10_q0.10_s0/teacher_pass/tta_flip"].args["tta"] == "flip"
+
+
+def test_amp_override_reaches_every_fit_and_is_recorded(tmp_path, monkeypatch):
+    """`experiments.run --amp off`: a fit step trains in that precision whatever the config
+    says, allows a parked checkpoint of another precision to continue, and its marker keeps
+    the run's amp_history."""
+    import trainer.fit
+    from experiments import steps as steps_mod
+
+    cfg = load_config(QUICK_CONFIG)
+    seen = {}
+
+    def fake_fit(tc, store, run, **kw):
+        seen.update(amp=tc.amp, allow=kw.get("allow_amp_change"))
+        run.mkdir(parents=True)
+        history = [{"from_step": 0, "amp": "bf16"}, {"from_step": 3, "amp": tc.amp}]
+        (run / "run.json").write_text(json.dumps({"amp_history": history}))
+        return trainer.fit.FitResult(model=None, step=6, last_row=None, out_dir=run)
+
+    monkeypatch.setattr(trainer.fit, "fit", fake_fit)
+    args = {"seed": 0, "target": "gt", "run": "g/runs/baseline", "store": "g/gt.zarr"}
+    monkeypatch.setenv(steps_mod.AMP_ENV, "off")
+    marker = steps_mod.run_fit(replace(cfg, train={**cfg.train, "amp": "bf16"}), tmp_path, args)
+    assert seen == {"amp": "off", "allow": True}
+    assert marker["amp_history"][-1] == {"from_step": 3, "amp": "off"}
+    monkeypatch.delenv(steps_mod.AMP_ENV)
+    shutil.rmtree(tmp_path / "g")
+    steps_mod.run_fit(replace(cfg, train={**cfg.train, "amp": "bf16"}), tmp_path, args)
+    assert seen == {"amp": "bf16", "allow": False}
 
 
 def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):

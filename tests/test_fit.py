@@ -478,6 +478,36 @@ def test_bf16_autocast_trains_on_cpu_close_to_fp32(store: Path, tmp_path: Path) 
         fit(cfg, store, tmp_path / "bf16", resume=True, progress=False)
 
 
+def test_a_run_moved_to_another_precision_continues_and_records_it(
+    store: Path, tmp_path: Path, monkeypatch
+) -> None:
+    run, cfg = tmp_path / "run", replace(CFG, amp="bf16")
+    calls, real = {"n": 0}, stage_losses
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 3
+            raise _Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_mod, "stage_losses", interrupted)
+    with pytest.raises(_Interrupt):
+        fit(cfg, store, run, progress=False)
+    monkeypatch.setattr(fit_mod, "stage_losses", real)
+    fp32 = replace(cfg, amp="off")
+    with pytest.raises(LcposeError, match="--allow-amp-change continues it in this precision"):
+        fit(fp32, store, run, resume=True, progress=False)
+    assert fit(fp32, store, run, resume=True, progress=False, allow_amp_change=True).step == 6
+    want = [{"from_step": 0, "amp": "bf16"}, {"from_step": 3, "amp": "off"}]
+    assert json.loads((run / "run.json").read_text())["amp_history"] == want
+    final = _load(run / "final.pt")
+    assert final["amp_history"] == want and final["config"]["amp"] == "off"
+    assert [int(r["step"]) for r in _read_log(run)] == [1, 2, 3, 4, 5, 6]
+    # a later resume in the new precision needs no flag and keeps the history
+    assert fit(fp32, store, run, resume=True, progress=False).step == 6
+    assert _load(run / "checkpoint.pt")["amp_history"] == want
+
+
 def test_fp16_keeps_its_grad_scaler_in_the_checkpoint(store: Path, tmp_path: Path) -> None:
     cfg = replace(CFG, steps=3, amp="fp16")
     row = fit(cfg, store, tmp_path / "run", progress=False).last_row

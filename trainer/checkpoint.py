@@ -65,9 +65,11 @@ def make_checkpoint(
     spec: StoreSpec,
     world_size: int,
     grad_scaler: dict[str, Any] | None = None,
+    amp_history: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict of a run at `step` (module docstring); without the optimizer
-    state when `optimizer` is None (a final model)."""
+    state when `optimizer` is None (a final model). `amp_history` lists the precisions the
+    run trained in, `[{"from_step": 0, "amp": "bf16"}, ...]` (`fit(allow_amp_change=True)`)."""
     ckpt: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
@@ -92,6 +94,8 @@ def make_checkpoint(
         del ckpt["optimizer"]
     if grad_scaler is not None:
         ckpt["grad_scaler"] = grad_scaler
+    if amp_history is not None:
+        ckpt["amp_history"] = amp_history
     return ckpt
 
 
@@ -155,8 +159,10 @@ def check_resume(
     *,
     world_size: int,
     path: Path,
+    allow_amp_change: bool = False,
 ) -> None:
-    """Refuse to continue a checkpoint with another model, store or batch sequence."""
+    """Refuse to continue a checkpoint with another model, store or batch sequence; with
+    `allow_amp_change`, a checkpoint trained in another precision continues in this one."""
     where = f"{path}: cannot resume"
     if ckpt["model_name"] != cfg.model:
         raise LcposeError(
@@ -174,10 +180,12 @@ def check_resume(
         old_cfg["lanes"] = max(1, int(old_cfg.get("workers") or 0))
     old_cfg.setdefault("amp", "off")
     old_cfg.setdefault("augment", "off")
-    key = first_difference(old_cfg, new_cfg, RESUME_KEYS)
+    keys = [k for k in RESUME_KEYS if not (allow_amp_change and k == "amp")]
+    key = first_difference(old_cfg, new_cfg, keys)
     if key is not None:
         raise LcposeError(
             f"{where}: checkpoint has {key}={old_cfg.get(key)!r}, this run {key}={new_cfg[key]!r}"
+            + ("; --allow-amp-change continues it in this precision" if key == "amp" else "")
         )
     changed = _store_difference(ckpt, spec)
     if changed is not None:

@@ -109,6 +109,7 @@ def fit(
     *,
     resume: bool = False,
     progress: bool = True,
+    allow_amp_change: bool = False,
 ) -> FitResult:
     """Train `cfg.model` on a store's targets; write checkpoints and a log into `out_dir`.
 
@@ -119,6 +120,9 @@ def fit(
         resume: continue from `out_dir/checkpoint.pt` (bit-for-bit on the same device and
             world size); with no checkpoint there yet, start from step 0.
         progress: show a tqdm bar (rank 0 only).
+        allow_amp_change: resume a checkpoint trained in another precision (`cfg.amp`) in
+            this one, e.g. a bf16 run moved to a CPU without native bf16; the switch is kept
+            in `amp_history` (run.json and every checkpoint). The batches stay the same.
 
     Raises:
         LcposeError: a store that cannot be trained on, an --out holding a run without
@@ -142,8 +146,9 @@ def fit(
         model = build_model(cfg.model, spec.skeleton, spec.stride, **cfg.model_kwargs)
         if ckpt is not None:
             check_resume(
-                ckpt, cfg, spec, model, world_size=env.world_size, path=out_dir / CHECKPOINT
-            )
+                ckpt, cfg, spec, model, world_size=env.world_size, path=out_dir / CHECKPOINT,
+                allow_amp_change=allow_amp_change,
+            )  # fmt: skip
         elif cfg.backbone_weights:
             load_backbone_weights(model, cfg.backbone_weights)
         model.to(env.device)
@@ -164,6 +169,7 @@ def fit(
                     f"{out_dir / CHECKPOINT}: cannot resume: {one_line(err)}"
                 ) from None
             start = int(ckpt["step"])
+        amp_history = _amp_history(ckpt, cfg, start)
         if env.world_size > 1:
             dist.barrier()  # every rank has checked --out before rank 0 writes into it
         net = model
@@ -200,8 +206,9 @@ def fit(
         if env.rank == 0:
             out_dir.mkdir(parents=True, exist_ok=True)
             _write_run_json(
-                out_dir, cfg, spec, model, env, start, lanes=stream.lanes, readers=readers
-            )
+                out_dir, cfg, spec, model, env, start, lanes=stream.lanes, readers=readers,
+                amp_history=amp_history,
+            )  # fmt: skip
             log = _CsvLog(out_dir / LOG, columns, keep_until=start)
 
         def checkpoint(step: int, *, final: bool = False) -> dict[str, Any]:
@@ -213,6 +220,7 @@ def fit(
                 spec=spec,
                 world_size=env.world_size,
                 grad_scaler=None if final or scaler is None else scaler.state_dict(),
+                amp_history=amp_history,
             )
 
         model.train()
@@ -446,6 +454,19 @@ def _add_wait_share(rows: list[list[str]]) -> list[list[str]]:
     return out
 
 
+def _amp_history(ckpt: dict[str, Any] | None, cfg: TrainConfig, start: int) -> list[dict]:
+    """The precisions a run trained in, from which step: the checkpoint's list (or its one
+    config's), plus this run's `cfg.amp` from `start` where it differs."""
+    if ckpt is None:
+        return [{"from_step": 0, "amp": cfg.amp}]
+    history = list(ckpt.get("amp_history") or [])
+    if not history:
+        history = [{"from_step": 0, "amp": dict(ckpt["config"]).get("amp", "off")}]
+    if history[-1]["amp"] != cfg.amp:
+        history.append({"from_step": start, "amp": cfg.amp})
+    return history
+
+
 def _write_run_json(
     out_dir: Path,
     cfg: TrainConfig,
@@ -456,6 +477,7 @@ def _write_run_json(
     *,
     lanes: int,
     readers: int,
+    amp_history: list[dict] | None = None,
 ) -> None:
     info = {
         "config": asdict(cfg),
@@ -480,6 +502,7 @@ def _write_run_json(
         "global_batch_size": cfg.batch_size * env.world_size,
         "device": str(env.device),
         "started_at_step": start,
+        "amp_history": amp_history,
         "torch_version": str(torch.__version__),
     }
     write_json_atomic(out_dir / RUN, info, indent=2)

@@ -18,7 +18,7 @@ import zarr
 from tqdm import tqdm
 
 from lcdata.build.blocks import GT_DESTINATIONS, pad_persons, write_gt_block
-from lcdata.config import AugmentConfig, RenderConfig
+from lcdata.config import DEFAULT_VIEWS_PER_IMAGE, AugmentConfig, RenderConfig
 from lcdata.errors import ConfigError, LcposeError
 from lcdata.io import file_sha256
 from lcdata.labels.augment import View, sample_view, view_affine, warp_image, warp_mask, warp_parts
@@ -57,7 +57,7 @@ class BuildConfig:
         use_masks: False supervises everything (no ignore regions).
     """
 
-    views_per_image: int = 1
+    views_per_image: int = DEFAULT_VIEWS_PER_IMAGE
     seed: int = 0
     samples_per_shard: int = DEFAULT_SAMPLES_PER_BLOCK
     min_keypoints: int = 1

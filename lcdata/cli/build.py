@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-from lcdata.config import NO_AUGMENT, PRESETS, AugmentConfig, RenderConfig
+from lcdata.config import (
+    DEFAULT_VIEWS_PER_IMAGE,
+    NO_AUGMENT,
+    PRESETS,
+    AugmentConfig,
+    RenderConfig,
+)
 from lcdata.errors import LcposeError
 from lcdata.store.layout import DEFAULT_SAMPLES_PER_BLOCK
 
@@ -74,7 +80,12 @@ def _preset_help(field: str, unit: str) -> str:
 @click.argument("image_dir", required=False, type=click.Path(file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Zarr store to write.")
 @click.option("--teacher", type=click.Path(dir_okay=False), help="Exported teacher (.pt2).")
-@click.option("--views-per-image", default=1, show_default=True, help="Augmented crops per image.")
+@click.option(
+    "--views-per-image",
+    default=DEFAULT_VIEWS_PER_IMAGE,
+    show_default=True,
+    help="Augmented crops per image (docs/augmentation.md: what K costs and buys).",
+)
 @click.option(
     "--preset",
     type=click.Choice(sorted(PRESETS)),

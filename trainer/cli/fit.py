@@ -109,6 +109,12 @@ def _parse_model_kwargs(items: tuple[str, ...]) -> dict:
     help="Maps to train on; auto = target/* of a corrected store, else gt/*.",
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint.pt.")
+@click.option(
+    "--allow-amp-change",
+    is_flag=True,
+    help="With --resume: continue a checkpoint trained in another --amp in this one "
+    "(recorded as amp_history in run.json).",
+)
 @click.option("--device", type=click.Choice(DEVICES), default=D.device, show_default=True)
 @click.option("--checkpoint-every", type=int, default=D.checkpoint_every, show_default=True)
 @click.option(
@@ -167,6 +173,7 @@ def fit(
     reader: str,
     target: str,
     resume: bool,
+    allow_amp_change: bool,
     device: str,
     checkpoint_every: int,
     keep_checkpoints: bool,
@@ -213,7 +220,9 @@ def fit(
         channels_last=channels_last,
         compile=compile,
     )
-    result = run_fit(cfg, store, out, resume=resume, progress=not quiet)
+    result = run_fit(
+        cfg, store, out, resume=resume, progress=not quiet, allow_amp_change=allow_amp_change
+    )
     if result.rank != 0:
         return  # under torchrun, one summary
     row = result.last_row
