@@ -24,10 +24,15 @@ DEFAULT = (
 )
 
 
+RATES = "p0.10_q0.10"
+"""The K study's data (p = q = 0.1); a results folder that grew an experiment's sweep also
+holds Baselines of other rates, which are not rows of this table."""
+
+
 def load_runs(results: Path) -> dict[int, dict]:
     """seed -> {"final": AP, "curve": {step: AP}} of the Baseline of each archived seed."""
     runs: dict[int, dict] = {}
-    for marker in sorted((results / "steps").glob("*__eval__baseline.json")):
+    for marker in sorted((results / "steps").glob(f"{RATES}_s*__eval__baseline.json")):
         group = marker.name.split("__", 1)[0]
         seed = int(group.rsplit("_s", 1)[1])
         final = json.loads(marker.read_text())["outputs"]["metrics"]["clean"]["AP"]

@@ -482,6 +482,10 @@ def test_augmentation_table_means_spreads_and_paired_differences(tmp_path):
     for seed, (a, b) in enumerate([(0.28, 0.48), (0.30, 0.46), (0.26, 0.47)]):
         write(k1, seed, a, {2000: 0.35, 16000: a})
         write(fresh, seed, b, {2000: 0.34, 16000: b})
+    # a Baseline of another rate (an experiment's sweep in the same folder) is not a row
+    (fresh / "steps" / "p0.00_q0.00_s0__eval__baseline.json").write_text(
+        json.dumps({"outputs": {"metrics": {"clean": {"AP": 0.9}}}})
+    )
     text = table([k1, fresh], steps=(2000, 16000))
     rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()[2:]}
     assert rows["aug_k1"].split(" | ")[1:5] == ["0,1,2", "35.0 ± 0.0", "28.0 ± 2.0", "28.0 ± 2.0"]

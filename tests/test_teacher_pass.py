@@ -29,6 +29,7 @@ from trainer.models import TinyPose
 
 RENDER = RenderConfig(input_size=64, stride=4, sigma=3.0)
 PER = 8  # samples per shard: COCO-MINI val gives 32 samples, 4 shards
+BUILD = BuildConfig(views_per_image=1, samples_per_shard=PER)  # one view: samples = crops
 
 
 def make_teacher(
@@ -80,9 +81,7 @@ def val_files() -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def gt_store(tmp_path_factory, val_files) -> Path:
     out = tmp_path_factory.mktemp("gt") / "gt.zarr"
-    build_gt_store(
-        *val_files, out, render=RENDER, build=BuildConfig(samples_per_shard=PER), progress=False
-    )
+    build_gt_store(*val_files, out, render=RENDER, build=BUILD, progress=False)
     return out
 
 
@@ -302,6 +301,8 @@ def test_cli_adds_a_teacher_and_builds_in_one_pass(
             "3",
             "--samples-per-shard",
             str(PER),
+            "--views-per-image",
+            "1",
             "--batch-size",
             "3",
         ],
@@ -333,7 +334,7 @@ def test_one_pass_build_equals_gt_build_then_teacher_pass(
 ) -> None:
     """The fused build writes the same store as the two passes, also when resuming a store
     killed in the GT stage or between GT and teacher outputs."""
-    kw = {"render": RENDER, "build": BuildConfig(samples_per_shard=PER), "batch_size": 3}
+    kw = {"render": RENDER, "build": BUILD, "batch_size": 3}
     out = tmp_path / "one.zarr"
     if killed == "nothing":
         attrs = build_teacher_cache(*val_files, out, teachers["a"], progress=False, **kw)
@@ -362,9 +363,7 @@ def test_one_pass_build_checks_the_teacher_before_writing(val_files, tmp_path: P
     wrong = make_teacher(tmp_path / "s8.pt2", 3, stride=8)
     out = tmp_path / "one.zarr"
     with pytest.raises(LcposeError, match="stride"):
-        build_teacher_cache(
-            *val_files, out, wrong, render=RENDER, build=BuildConfig(samples_per_shard=PER)
-        )
+        build_teacher_cache(*val_files, out, wrong, render=RENDER, build=BUILD)
     assert not out.exists()
 
 
