@@ -124,4 +124,4 @@ is the labelled person at `target_fraction` of the crop height (`--no-augment`).
 DEFAULT_VIEWS_PER_IMAGE = 8
 """K stored views per image unless told otherwise: of K = 1, K = 8 and one view with a fresh
 jitter at every step (`trainer fit --augment fresh`), K = 8 gave the best students at the
-long schedule (51.1 AP against 47.8 and 26.1, 3 seeds each, docs/augmentation.md)."""
+long schedule (51.0 AP against 47.8 and 26.1, 3 seeds each, docs/augmentation.md)."""
