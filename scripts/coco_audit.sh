@@ -7,6 +7,7 @@
 set -euo pipefail
 OUT=${1:-runs/coco_audit}
 STEPS=${2:-3000}
+AMP=${AMP:-bf16}   # AMP=off on a CPU without bf16 units, where bf16 is ~9x slower (docs/training.md)
 D=${COCO_MINI:-../shared/data/coco-mini}
 mkdir -p "$OUT"
 GEOM=(--preset coco --input-size 256 --sigma 5.0 --samples-per-shard 32)
@@ -14,7 +15,7 @@ GEOM=(--preset coco --input-size 256 --sigma 5.0 --samples-per-shard 32)
   "$D/annotations/person_keypoints_train2017.json" "$D/train2017" --out "$OUT/cache.zarr" \
   --views-per-image 4 "${GEOM[@]}"
 trainer fit --store "$OUT/cache.zarr" --out "$OUT/teacher" --model tiny --steps "$STEPS" \
-  --batch-size 8 --lr 1e-3 --augment fresh --amp bf16 --checkpoint-every 500 --log-every 50 \
+  --batch-size 8 --lr 1e-3 --augment fresh --amp "$AMP" --checkpoint-every 500 --log-every 50 \
   --quiet --resume
 [ -f "$OUT/teacher.pt2" ] || trainer export "$OUT/teacher/final.pt" --out "$OUT/teacher.pt2"
 lcdata build-teacher-cache --out "$OUT/cache.zarr" --teacher "$OUT/teacher.pt2" --resume
