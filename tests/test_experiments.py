@@ -303,13 +303,12 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
     # against a report of OUT written now: other tests of this module rerun steps in OUT,
     # which rewrites their markers' timings (the report's step hours)
     now = write_report(out, tmp_path / "docs_now")
+
     # the two reports may be written a minute apart: their "written at" stamps are not content
     def unstamped(text: str) -> str:
         return re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", "<time>", text)
 
-    assert unstamped(report.read_text()) == unstamped(
-        now.read_text().replace(str(out), str(fresh))
-    )
+    assert unstamped(report.read_text()) == unstamped(now.read_text().replace(str(out), str(fresh)))
     # a group whose plan grew by a row that needs the teacher's cache store: the stores are
     # rebuilt, the teacher's training is not (its exported model was archived)
     grown = [*steps, Step(f"{group}/target/new", "correct", (f"{group}/teacher_pass",))]
