@@ -148,22 +148,25 @@ class _Interrupt(Exception):
     pass
 
 
-def test_resume_continues_bit_for_bit(store: Path, tmp_path: Path, monkeypatch) -> None:
-    fit(CFG, store, tmp_path / "straight", progress=False)
-
-    calls = {"n": 0}
-    real = stage_losses
+def _fit_killed_in_step_5(cfg: TrainConfig, store: Path, run: Path, monkeypatch) -> None:
+    """`fit` of `cfg` into `run`, killed during step 5 (after the checkpoint of step 3)."""
+    calls, real = {"n": 0}, stage_losses
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 3
+        if calls["n"] == 5:
             raise _Interrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fit_mod, "stage_losses", interrupted)
     with pytest.raises(_Interrupt):
-        fit(CFG, store, tmp_path / "resumed", progress=False)
+        fit(cfg, store, run, progress=False)
     monkeypatch.setattr(fit_mod, "stage_losses", real)
+
+
+def test_resume_continues_bit_for_bit(store: Path, tmp_path: Path, monkeypatch) -> None:
+    fit(CFG, store, tmp_path / "straight", progress=False)
+    _fit_killed_in_step_5(CFG, store, tmp_path / "resumed", monkeypatch)
     assert _load(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
     assert len(_read_log(tmp_path / "resumed")) == 4  # step 4 was logged before the kill
     result = fit(CFG, store, tmp_path / "resumed", resume=True, progress=False)
@@ -482,18 +485,7 @@ def test_a_run_moved_to_another_precision_continues_and_records_it(
     store: Path, tmp_path: Path, monkeypatch
 ) -> None:
     run, cfg = tmp_path / "run", replace(CFG, amp="bf16")
-    calls, real = {"n": 0}, stage_losses
-
-    def interrupted(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 5:  # killed during step 5, after the checkpoint of step 3
-            raise _Interrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(fit_mod, "stage_losses", interrupted)
-    with pytest.raises(_Interrupt):
-        fit(cfg, store, run, progress=False)
-    monkeypatch.setattr(fit_mod, "stage_losses", real)
+    _fit_killed_in_step_5(cfg, store, run, monkeypatch)
     fp32 = replace(cfg, amp="off")
     with pytest.raises(LcposeError, match="--allow-amp-change continues it in this precision"):
         fit(fp32, store, run, resume=True, progress=False)
