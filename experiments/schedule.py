@@ -48,6 +48,64 @@ def read_markers(folders: list[Path]) -> dict[str, dict[str, Any]]:
     return markers
 
 
+def output_of(step: Step) -> str | None:
+    """The file or folder (relative to OUT) whose presence shows that `step`'s output is there;
+    None for a step whose result is its marker. A teacher pass without `copy_of` writes into
+    the store it reads, so its output is that store."""
+    a = step.args
+    if step.kind == "synth":
+        return f"{a['dir']}/annotations/person_keypoints_train.json"
+    if step.kind in ("gt_store", "correct", "export"):
+        return f"{a['out']}"
+    if step.kind == "teacher_pass":
+        return f"{a['store']}"
+    if step.kind == "fit":
+        return f"{a['run']}/final.pt"
+    return None
+
+
+def _present(path: Path) -> bool:
+    """Whether an output is there; a store counts once it has its root metadata (an
+    interrupted one is resumed by its own step, which has no marker yet)."""
+    return (path / "zarr.json").is_file() if path.suffix == ".zarr" else path.exists()
+
+
+def drop_stale_markers(out: Path, steps: list[Step]) -> list[str]:
+    """Remove the markers of finished steps whose outputs are gone but are needed again.
+
+    A step that will run needs its dependencies' outputs; a marker restored without its store
+    (or a store deleted by hand) would make it fail. Such a dependency runs again (the data and
+    store steps are deterministic), and so do, in turn, its own dependencies whose outputs are
+    gone, and the finished steps that wrote into the same store after it (a teacher pass into
+    the GT store it reads). Returns the step names whose markers were removed.
+    """
+    by_name = {s.name: s for s in steps}
+    done = {s.name for s in steps if marker_path(out, s.name).is_file()}
+
+    def gone(name: str) -> bool:
+        rel = output_of(by_name[name])
+        return rel is not None and not _present(out / rel)
+
+    dropped: list[str] = []
+    todo = [s.name for s in steps if s.name not in done]
+    while todo:
+        name = todo.pop()
+        for dep in by_name[name].deps:
+            if dep in done and dep in by_name and gone(dep):
+                done.discard(dep)
+                dropped.append(dep)
+                todo.append(dep)
+                rel = output_of(by_name[dep])
+                for s in steps:  # in-place writers of the same store, after `dep`
+                    if s.name in done and dep in s.deps and output_of(s) == rel:
+                        done.discard(s.name)
+                        dropped.append(s.name)
+                        todo.append(s.name)
+    for name in dropped:
+        marker_path(out, name).unlink()
+    return dropped
+
+
 def _children(steps: list[Step]) -> dict[str, list[str]]:
     """The steps of the plan that depend on each step."""
     children: dict[str, list[str]] = {s.name: [] for s in steps}

@@ -21,7 +21,7 @@ from experiments.config import QUICK_CONFIG, load_config
 from experiments.plan import Step, plan, select
 from experiments.report import Stat, verdict
 from experiments.run import main
-from experiments.schedule import marker_path
+from experiments.schedule import drop_stale_markers, marker_path
 from lcdata.config import SYNTH_RENDER
 from lcdata.errors import LcposeError
 
@@ -138,6 +138,49 @@ def test_only_adds_unfinished_dependencies():
     assert [s.name for s in select(steps, ["?"], done={"a"})] == ["a", "b", "c", "d"]
     with pytest.raises(LcposeError, match="no step matches"):
         select(steps, ["e*"], done=set())
+
+
+def test_markers_whose_outputs_are_gone_run_again_when_a_later_step_needs_them(tmp_path):
+    # a group restored whole from its summaries, then given new rows: its markers say the
+    # data, the GT store and the teacher pass are done, but none of their files is here
+    steps = [
+        Step("g/data", "synth", args={"dir": "g/data"}),
+        Step("g/gt_store", "gt_store", ("g/data",), {"out": "g/gt.zarr"}),
+        Step("g/fit/baseline", "fit", ("g/gt_store",), {"run": "g/runs/baseline"}),
+        Step("g/export", "export", ("g/fit/baseline",), {"out": "g/models/baseline.pt2"}),
+        Step("g/teacher_pass", "teacher_pass", ("g/export", "g/gt_store"), {"store": "g/gt.zarr"}),
+        Step("g/coverage", "coverage", ("g/teacher_pass",)),
+        Step("g/target/lc", "correct", ("g/teacher_pass",), {"out": "g/targets/lc.zarr"}),
+    ]
+    out = tmp_path / "out"
+    for s in steps[:-1]:  # every step but the new row is done
+        marker_path(out, s.name).parent.mkdir(parents=True, exist_ok=True)
+        marker_path(out, s.name).write_text("{}")
+    (out / "g/models").mkdir(parents=True)
+    (out / "g/models/baseline.pt2").write_bytes(b"archived export")
+    dropped = drop_stale_markers(out, steps)
+    # the new row needs the teacher pass, which needs the store, which needs the data; the
+    # training is not repeated (its export is here) and a marker-only step stays done
+    assert sorted(dropped) == ["g/data", "g/gt_store", "g/teacher_pass"]
+    left = {s.name for s in steps if marker_path(out, s.name).is_file()}
+    assert left == {"g/fit/baseline", "g/export", "g/coverage"}
+    # with its outputs back, nothing is dropped
+    (out / "g/data/annotations").mkdir(parents=True)
+    (out / "g/data/annotations/person_keypoints_train.json").write_text("{}")
+    (out / "g/gt.zarr").mkdir()
+    (out / "g/gt.zarr/zarr.json").write_text("{}")
+    for name in dropped:
+        marker_path(out, name).write_text("{}")
+    assert drop_stale_markers(out, steps) == []
+    # the GT store goes again and only a step that reads its labels is new: rebuilding the
+    # store loses the teacher maps written into it, so its teacher pass runs again too
+    marker_path(out, "g/target/lc").write_text("{}")
+    (out / "g/targets/lc.zarr").mkdir(parents=True)
+    (out / "g/targets/lc.zarr/zarr.json").write_text("{}")
+    shutil.rmtree(out / "g/gt.zarr")
+    steps.append(Step("g/quality/baseline", "score_labels", ("g/gt_store",)))
+    assert sorted(drop_stale_markers(out, steps)) == ["g/gt_store", "g/teacher_pass"]
+    assert marker_path(out, "g/target/lc").is_file()
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):
