@@ -27,7 +27,7 @@ import shutil
 from pathlib import Path
 
 from experiments.plan import Step
-from experiments.schedule import marker_path
+from experiments.schedule import marker_path, output_of
 from lcdata.io import write_json_atomic
 
 SMALL_FILES = (
@@ -35,10 +35,6 @@ SMALL_FILES = (
 )  # fmt: skip
 """Files of a group (relative to OUT/<group>/) archived with its markers; the exported
 teachers (a few MB for the tiny model) let a grown plan reuse them (`restore`)."""
-
-NO_OUTPUTS = ("oracle", "evaluate", "curve", "coverage", "score_labels", "figures")
-"""Step kinds whose results are their markers (and archived small files): a restored one is
-as good as a run one, whatever runs after it."""
 
 MAX_FILE_BYTES = 2_000_000
 """A file larger than this is never archived (a summary must stay small)."""
@@ -152,7 +148,7 @@ def reusable(members: list[Step], archived: set[str], files: set[str]) -> set[st
     """The archived steps of a group whose markers can be restored when its plan has grown.
 
     A step that will run needs its dependencies' outputs. An archived dependency whose
-    outputs are its marker (`NO_OUTPUTS`), or an export whose model file was archived, is
+    result is its marker (no `output_of`), or an export whose model file was archived, is
     restored; any other (a store, a training) runs again, and so, in turn, do its own
     dependencies of that kind: the data and store steps are deterministic and cheap, and a
     teacher's training is not repeated while its export is archived.
@@ -160,13 +156,9 @@ def reusable(members: list[Step], archived: set[str], files: set[str]) -> set[st
     by_name = {s.name: s for s in members}
     group = group_of(members[0])
 
-    def available(name: str) -> bool:
-        step = by_name[name]
-        if step.kind in NO_OUTPUTS:
-            return True
-        if step.kind == "export":
-            return str(Path(step.args["out"]).relative_to(group)) in files
-        return False
+    def available(name: str) -> bool:  # only small files are archived: of outputs, exports
+        rel = output_of(by_name[name])
+        return rel is None or str(Path(rel).relative_to(group)) in files
 
     keep = {s.name for s in members if s.name in archived}
     changed = True

@@ -56,9 +56,9 @@ def output_of(step: Step) -> str | None:
     if step.kind == "synth":
         return f"{a['dir']}/annotations/person_keypoints_train.json"
     if step.kind in ("gt_store", "correct", "export"):
-        return f"{a['out']}"
+        return str(a["out"])
     if step.kind == "teacher_pass":
-        return f"{a['store']}"
+        return str(a["store"])
     if step.kind == "fit":
         return f"{a['run']}/final.pt"
     return None
@@ -91,7 +91,7 @@ def drop_stale_markers(out: Path, steps: list[Step]) -> list[str]:
     while todo:
         name = todo.pop()
         for dep in by_name[name].deps:
-            if dep in done and dep in by_name and gone(dep):
+            if dep in done and gone(dep):
                 done.discard(dep)
                 dropped.append(dep)
                 todo.append(dep)
