@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,38 @@ def test_report_sets_the_short_regime_beside_this_experiment(tmp_path):
     )
     missing = replace(cfg, compare_with="no/such.json")
     assert "not in this checkout" in comparison_section(Runs(tmp_path, missing, markers))[0]
+
+
+def test_headline_has_the_three_numbers_from_paired_seeds(tmp_path):
+    """LC vs Baseline, the best correction vs LC and the cost at p = q = 0, each a paired
+    difference over the seeds that have both rows; the best correction is the one with the
+    highest mean AP at the main level."""
+    from experiments.config import load_config
+    from experiments.report import Runs, headline, headline_section
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "aug_k8.toml")
+    aps = {  # student AP x 1/100 per data set and row
+        "p0.10_q0.10_s0": {"baseline": 0.50, "lc": 0.53, "lc_ttaz": 0.54, "kp_tta": 0.52},
+        "p0.10_q0.10_s1": {"baseline": 0.51, "lc": 0.53, "lc_ttaz": 0.55},
+        "p0.10_q0.10_s2": {"baseline": 0.52, "lc": 0.55, "kp_tta": 0.60},
+        "p0.00_q0.00_s0": {"baseline": 0.60, "lc": 0.59, "lc_ttaz": 0.61},
+        "p0.00_q0.00_s1": {"baseline": 0.63, "lc": 0.60},
+    }
+    markers = {
+        f"{group}/eval/{method}": {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+        for group, rows in aps.items()
+        for method, ap in rows.items()
+    }
+    h = headline(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    assert h.main_level == pytest.approx(0.1)
+    assert h.lc_vs_baseline.values == pytest.approx((3.0, 2.0, 3.0))
+    # mean AP: kp_tta (52 + 60) / 2 = 56 beats lc_ttaz (54 + 55) / 2 = 54.5
+    assert h.best == "kp_tta" and h.best_vs_lc.values == pytest.approx((-1.0, 5.0))
+    assert h.zero_lc.values == pytest.approx((-1.0, -3.0))
+    assert h.zero_best.n == 0  # kp_tta has no run at p = q = 0
+    text = "\n".join(headline_section(Runs(out=tmp_path, cfg=cfg, markers=markers)))
+    assert "**LC vs Baseline** (p = q = 0.10): +2.7 ± 0.6 AP (gain, 3 seed(s))" in text
+    assert "+2.0 ± 4.2 AP (no clear difference, 2 seed(s))" in text
+    assert "(LC vs Baseline at p = q = 0): -2.0 ± 1.4 AP (no clear difference" in text
+    empty = headline_section(Runs(out=tmp_path, cfg=cfg, markers={}))
+    assert "not measured yet" in "\n".join(empty)
