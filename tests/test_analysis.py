@@ -125,3 +125,35 @@ def test_headline_has_the_three_numbers_from_paired_seeds(tmp_path):
     assert "(LC vs Baseline at p = q = 0): -2.0 ± 1.4 AP (no clear difference" in text
     empty = headline_section(Runs(out=tmp_path, cfg=cfg, markers={}))
     assert "not measured yet" in "\n".join(empty)
+
+
+def test_report_names_each_trainings_precision(tmp_path):
+    """A fit's precision comes from its marker's amp_history, else the config's train.amp
+    (markers written before amp_history existed); a switch mid-fit is spelled out."""
+    from experiments.config import load_config
+    from experiments.report import Runs, fit_precisions, setup_section
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "aug_k8.toml")  # amp bf16
+    switched = [{"from_step": 0, "amp": "bf16"}, {"from_step": 3000, "amp": "off"}]
+    markers = {
+        "p0.10_q0.10_s0/fit/baseline": {"kind": "fit", "seconds": 1.0, "outputs": {}},
+        "p0.10_q0.10_s1/fit/baseline": {
+            "kind": "fit", "seconds": 1.0, "outputs": {"amp_history": switched}
+        },
+        "p0.10_q0.10_s0/fit/lc": {
+            "kind": "fit", "seconds": 1.0,
+            "outputs": {"amp_history": [{"from_step": 0, "amp": "off"}]},
+        },
+        "p0.10_q0.10_s0/data": {"kind": "data", "seconds": 1.0, "outputs": {}},
+    }  # fmt: skip
+    runs = Runs(out=tmp_path, cfg=cfg, markers=markers)
+    assert fit_precisions(runs) == {
+        "bf16": ["p0.10_q0.10_s0 baseline"],
+        "fp32": ["p0.10_q0.10_s0 lc"],
+        "bf16 to step 3,000, then fp32": ["p0.10_q0.10_s1 baseline"],
+    }
+    text = "\n".join(setup_section(runs))
+    assert "**Precision** differs between trainings" in text
+    assert "fp32 for p0.10_q0.10_s0 lc" in text
+    same = {k: v for k, v in markers.items() if not k.endswith("baseline")}
+    assert "every training in fp32" in "\n".join(setup_section(Runs(tmp_path, cfg, same)))
