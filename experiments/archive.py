@@ -12,12 +12,13 @@ group that is not whole, only the steps whose results are their markers (and the
 teachers) come back, and the stores they need are rebuilt (`reusable`).
 
 A training cut off with its session would be lost with OUT, so `park` also keeps what an
-unfinished fit needs to continue: its checkpoint, log, run record and kept checkpoints (a
-few MB for the tiny model), under `<results_dir>/<group>/parked/`. On a fresh machine
-`unpark` puts them back before the group's steps run again: the data and store steps are
-deterministic (same seeds, same files, same store identity), so the fit resumes from the
-parked step and gives the batches it would have given (`trainer fit --resume`). Parked files
-are removed once their group is archived.
+unfinished fit needs to continue: its checkpoint, log and run record (a few MB for the tiny
+model), and for a fit with a learning curve its points so far (`--park` evaluates the kept
+checkpoints first, so they need not be committed), under `<results_dir>/<group>/parked/`.
+On a fresh machine `unpark` puts them back before the group's steps run again: the data and
+store steps are deterministic (same seeds, same files, same store identity), so the fit
+resumes from the parked step and gives the batches it would have given (`trainer fit
+--resume`). Parked files are removed once their group is archived.
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ MAX_FILE_BYTES = 2_000_000
 
 DONE = "ARCHIVED.json"
 PARKED = "parked"
-PARK_FILES = ("checkpoint.pt", "log.csv", "run.json", "steps/*.pt")
-"""Files of an unfinished fit's run folder that `park` keeps."""
+PARK_FILES = ("checkpoint.pt", "log.csv", "run.json", "curve/*.json", "steps/*.pt")
+"""Files of an unfinished fit's run folder that `park` keeps; of the kept checkpoints
+(`steps/`), only those without a learning-curve point (`curve/`, `experiments.steps`)."""
 
 
 def group_of(step: Step) -> str:
@@ -121,6 +123,8 @@ def park(out: Path, steps: list[Step], dest: Path) -> list[str]:
         shutil.rmtree(target, ignore_errors=True)
         for pattern in PARK_FILES:
             for path in sorted(run.glob(pattern)):
+                if path.parent.name == "steps" and (run / "curve" / f"{path.stem}.json").is_file():
+                    continue  # its curve point is kept: the checkpoint is not needed again
                 copy = target / path.relative_to(run)
                 copy.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(path, copy)

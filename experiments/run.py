@@ -42,7 +42,7 @@ from experiments.config import (
 from experiments.plan import plan, select
 from experiments.report import write_report
 from experiments.schedule import drop_stale_markers, marker_path, read_markers, run_plan
-from experiments.steps import AMP_ENV, execute_step
+from experiments.steps import AMP_ENV, cache_curve_points, execute_step
 from lcdata.errors import LcposeError
 
 
@@ -181,6 +181,8 @@ def _main(
         for group in archive(out, steps, results):
             click.echo(f"archived {group} into {results} (commit it)")
         if park_only:
+            for name in cache_curve_points(cfg, out, steps):
+                click.echo(f"{name}: learning-curve points of its checkpoints so far cached")
             for name in park(out, steps, results):
                 click.echo(f"parked {name} into {results} (commit it)")
         return

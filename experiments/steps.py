@@ -8,6 +8,7 @@ Relative paths in a step's arguments are relative to OUT.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import time
@@ -248,8 +249,21 @@ def run_evaluate(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict
     return {"metrics": metrics, "persons": len(results)}
 
 
-def run_curve(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
-    """COCO metrics of every kept checkpoint of a run, by step; with `clean` and `store`,
+CURVE_DIR = "curve"
+"""A run's learning-curve points, one JSON per kept checkpoint (`curve_points`): once a
+point is there its checkpoint is no longer needed, so a parked fit keeps points, not
+checkpoints (`experiments.archive.park`)."""
+
+
+def _step_of(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def curve_points(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """COCO metrics of every kept checkpoint of a run (`args` of its curve step), by step,
+    each cached as `RUN/curve/step_NNNNNNN.json` with the settings it was computed under:
+    a checkpoint with a cached point of the same settings is not evaluated again, and a
+    point whose checkpoint is gone (a parked fit) still counts. With `clean` and `store`,
     also its losses on the clean probe (`trainer.probe`) of the store it trained on."""
     from lcdata.correction.clean import clean_probe
     from trainer.checkpoint import model_from_checkpoint
@@ -257,18 +271,55 @@ def run_curve(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[st
 
     run = _p(out, args["run"])
     max_images = int(cfg.eval.curve_max_images) or int(cfg.eval.max_images) or None
-    files = sorted((run / KEPT_DIR).glob("step_*.pt"), key=lambda f: int(f.stem.split("_")[1]))
-    size = int(cfg.protocol.probe_samples)
+    size = int(cfg.protocol.probe_samples) if args.get("clean") else 0
+    key = {
+        "val": args["val"], "max_images": max_images, "decode": _decode_config(cfg).to_attrs(),
+        "probe_samples": size, "store": args.get("store"), "clean": args.get("clean"),
+    }  # fmt: skip
+    key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
+    kept = {_step_of(f): f for f in (run / KEPT_DIR).glob("step_*.pt")}
+    points: dict[int, dict[str, Any]] = {}
+    for path in (run / CURVE_DIR).glob("step_*.json"):
+        body = read_json(path)
+        if body.get("key") == key:
+            points[_step_of(path)] = body["point"]
+        elif _step_of(path) not in kept:
+            raise LcposeError(
+                f"{path}: computed with other evaluation settings ({body.get('key')}) and its "
+                f"checkpoint is gone; delete the point or run the fit again"
+            )
     probe = None
-    if args.get("clean") and size:
-        probe = clean_probe(_p(out, args["store"]), _p(out, args["clean"]), size=size)
-    points = []
-    for path in files:
-        _, metrics, _ = evaluate_model(cfg, out, path, args["val"], max_images=max_images)
-        point: dict[str, Any] = {"step": int(path.stem.split("_")[1]), "metrics": metrics}
+    for step in sorted(set(kept) - set(points)):
+        if probe is None and size:
+            probe = clean_probe(_p(out, args["store"]), _p(out, args["clean"]), size=size)
+        _, metrics, _ = evaluate_model(cfg, out, kept[step], args["val"], max_images=max_images)
+        point: dict[str, Any] = {"step": step, "metrics": metrics}
         if probe is not None:
-            point["probe"] = probe_losses(model_from_checkpoint(path)[0], probe)
-        points.append(point)
+            point["probe"] = probe_losses(model_from_checkpoint(kept[step])[0], probe)
+        write_json_atomic(run / CURVE_DIR / f"step_{step:07d}.json", {"key": key, "point": point})
+        points[step] = point
+    return [points[s] for s in sorted(points)]
+
+
+def cache_curve_points(cfg: ExperimentConfig, out: Path, steps: list[Step]) -> list[str]:
+    """Evaluate the kept checkpoints of every unfinished fit that has a learning curve in
+    `steps` (`curve_points`), so that parking it need not keep them; returns the fits."""
+    import torch
+
+    torch.set_num_threads(int(cfg.threads))
+    done = []
+    for step in steps:
+        if step.kind != "curve" or all(marker_path(out, d).is_file() for d in step.deps):
+            continue
+        if (_p(out, step.args["run"]) / KEPT_DIR).is_dir():
+            curve_points(cfg, out, step.args)
+            done.extend(d for d in step.deps if not marker_path(out, d).is_file())
+    return done
+
+
+def run_curve(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """The learning curve of a finished fit (`curve_points`), also written to `args["out"]`."""
+    points = curve_points(cfg, out, args)
     write_json_atomic(_p(out, args["out"]), points)
     return {"points": points}
 

@@ -426,6 +426,49 @@ def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
     assert not (results / group / PARKED).exists()
 
 
+def test_a_parked_fit_keeps_its_curve_points_instead_of_its_checkpoints(quick_run, tmp_path):
+    """--park evaluates the kept checkpoints of an unfinished fit with a learning curve and
+    keeps those points, not the checkpoints; the curve step on a fresh machine then gives
+    the points it would have given from the checkpoints."""
+    from experiments.archive import PARKED, park, unpark
+    from experiments.steps import CURVE_DIR, cache_curve_points, run_curve
+
+    out, _, _ = quick_run
+    cfg = load_config(QUICK_CONFIG)
+    steps = plan(cfg)
+    curve = next(s for s in steps if s.kind == "curve")
+    fit = curve.deps[0]
+    run_rel = Path(curve.args["run"])
+    expected = json.loads(marker_path(out, curve.name).read_text())["outputs"]["points"]
+    cut = tmp_path / "cut"
+    shutil.copytree(out, cut)
+    for name in (fit, curve.name):
+        marker_path(cut, name).unlink()
+    shutil.rmtree(cut / run_rel / CURVE_DIR)
+    assert cache_curve_points(cfg, cut, steps) == [fit]
+    kept = sorted(p.stem for p in (cut / run_rel / "steps").glob("step_*.pt"))
+    assert len(kept) >= 2
+    assert sorted(p.stem for p in (cut / run_rel / CURVE_DIR).glob("*.json")) == kept
+    results = tmp_path / "results"
+    assert fit in park(cut, steps, results)
+    parked = results / fit.split("/", 1)[0] / PARKED / run_rel.relative_to(fit.split("/", 1)[0])
+    assert not list(parked.glob("steps/*.pt"))
+    assert len(list(parked.glob("curve/*.json"))) == len(kept)
+    fresh = tmp_path / "fresh"
+    shutil.copytree(cut, fresh)
+    shutil.rmtree(fresh / run_rel)
+    assert fit in unpark(fresh, steps, results)
+    assert not (fresh / run_rel / "steps").exists()
+    assert run_curve(cfg, fresh, curve.args)["points"] == expected
+    # a point computed under other settings whose checkpoint is gone is an error, not a gap
+    point = fresh / run_rel / CURVE_DIR / f"{kept[0]}.json"
+    body = json.loads(point.read_text())
+    body["key"]["max_images"] = 3
+    point.write_text(json.dumps(body))
+    with pytest.raises(LcposeError, match=f"{point.name}: computed with other evaluation"):
+        run_curve(cfg, fresh, curve.args)
+
+
 def test_a_group_still_running_is_archived_as_far_as_it_got(quick_run, tmp_path):
     """Finished steps of a group with unfinished fits survive the machine: their markers (and
     the exported teacher) come back, the stores they fed are rebuilt, the rest runs."""
