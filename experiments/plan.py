@@ -242,7 +242,13 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     f"{d}/coverage",
                     "coverage",
                     (cache,),
-                    {"store": f"{d}/gt.zarr", "clean": clean_ann, "out": f"{d}/coverage.json"},
+                    {
+                        "store": f"{d}/gt.zarr",
+                        "clean": clean_ann,
+                        "out": f"{d}/coverage.json",
+                        "max_samples": int(cfg.protocol.coverage_samples),
+                        "threshold": float(cfg.protocol.coverage_threshold),
+                    },
                     cost=30,
                 )
             )
@@ -257,7 +263,12 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                         f"{d}/quality/{name}",
                         "score_labels",
                         (dep,),
-                        {"store": store, "clean": clean, "target": target},
+                        {
+                            "store": store,
+                            "clean": clean,
+                            "target": target,
+                            "max_samples": int(cfg.protocol.quality_samples),
+                        },  # fmt: skip
                         cost=20,
                     )
                 )

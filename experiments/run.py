@@ -41,7 +41,13 @@ from experiments.config import (
 )
 from experiments.plan import plan, select
 from experiments.report import write_report
-from experiments.schedule import drop_stale_markers, marker_path, read_markers, run_plan
+from experiments.schedule import (
+    drop_changed_markers,
+    drop_stale_markers,
+    marker_path,
+    read_markers,
+    run_plan,
+)
 from experiments.steps import AMP_ENV, cache_curve_points, execute_step
 from lcdata.errors import LcposeError
 
@@ -193,6 +199,8 @@ def _main(
                 click.echo(f"restored {group} from {results}")
             for name in unpark(out, steps, results):
                 click.echo(f"unparked {name} from {results}: it resumes from its checkpoint")
+        for name in drop_changed_markers(out, steps):
+            click.echo(f"{name}: it ran with other settings than this config's; it runs again")
         for name in drop_stale_markers(out, steps):
             click.echo(f"{name}: its output is gone and a later step needs it; it runs again")
         done = {s.name for s in steps if marker_path(out, s.name).is_file()}

@@ -106,6 +106,38 @@ def drop_stale_markers(out: Path, steps: list[Step]) -> list[str]:
     return dropped
 
 
+def drop_changed_markers(out: Path, steps: list[Step]) -> list[str]:
+    """Remove the markers of finished steps that ran with other arguments than the plan's
+    (the config changed a setting the step takes, e.g. `protocol.coverage_samples`), and of
+    the finished steps that depend on them: their results are not this plan's. A training is
+    never dropped this way: one that would be is an error that names its marker. Returns the
+    step names whose markers were removed.
+    """
+    dropped: list[str] = []
+    for s in steps:  # the plan lists every step after its dependencies
+        body = read_marker(out, s.name)
+        if body is None:
+            continue
+        planned = json.loads(json.dumps(s.args))  # as a marker reads back
+        changed = "args" in body and body["args"] != planned
+        if not changed and not any(d in dropped for d in s.deps):
+            continue
+        if s.kind == "fit":
+            why = "its arguments differ from the plan's" if changed else (
+                "it trained on the output of "
+                + ", ".join(d for d in s.deps if d in dropped)
+                + ", whose arguments changed"
+            )  # fmt: skip
+            raise LcposeError(
+                f"{marker_path(out, s.name)}: {why}; to train it again, delete this marker "
+                f"and {out / s.args['run']}"
+            )
+        dropped.append(s.name)
+    for name in dropped:
+        marker_path(out, name).unlink()
+    return dropped
+
+
 def _children(steps: list[Step]) -> dict[str, list[str]]:
     """The steps of the plan that depend on each step."""
     children: dict[str, list[str]] = {s.name: [] for s in steps}

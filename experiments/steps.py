@@ -351,8 +351,8 @@ def run_coverage(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict
     result = teacher_coverage(
         _p(out, args["store"]),
         _p(out, args["clean"]),
-        max_samples=int(cfg.protocol.coverage_samples),
-        threshold=float(cfg.protocol.coverage_threshold),
+        max_samples=int(args["max_samples"]),
+        threshold=float(args["threshold"]),
     )
     write_json_atomic(_p(out, args["out"]), result)
     return result
@@ -366,7 +366,7 @@ def run_score_labels(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> 
         _p(out, args["store"]),
         _p(out, args["clean"]),
         target=args["target"],
-        max_samples=int(cfg.protocol.quality_samples) or None,
+        max_samples=int(args["max_samples"]) or None,
         cfg=_decode_config(cfg),
         progress=False,
     )

@@ -21,7 +21,7 @@ from experiments.config import QUICK_CONFIG, load_config
 from experiments.plan import Step, plan, select
 from experiments.report import Stat, verdict
 from experiments.run import main
-from experiments.schedule import drop_stale_markers, marker_path
+from experiments.schedule import drop_changed_markers, drop_stale_markers, marker_path
 from lcdata.config import SYNTH_RENDER
 from lcdata.errors import LcposeError
 
@@ -181,6 +181,35 @@ def test_markers_whose_outputs_are_gone_run_again_when_a_later_step_needs_them(t
     steps.append(Step("g/quality/baseline", "score_labels", ("g/gt_store",)))
     assert sorted(drop_stale_markers(out, steps)) == ["g/gt_store", "g/teacher_pass"]
     assert marker_path(out, "g/target/lc").is_file()
+
+
+def test_markers_of_steps_whose_settings_changed_run_again_with_their_dependents(tmp_path):
+    # the coverage step ran with 0 samples (another config); this config asks for 1024
+    steps = [
+        Step("g/gt_store", "gt_store", args={"out": "g/gt.zarr", "views": 8}),
+        Step("g/coverage", "coverage", ("g/gt_store",), {"max_samples": 1024}),
+        Step("g/quality/baseline", "score_labels", ("g/gt_store",), {"max_samples": 3000}),
+        Step("g/fit/baseline", "fit", ("g/gt_store",), {"run": "g/runs/baseline"}),
+        Step("g/report", "report", ("g/coverage",)),
+    ]
+    out = tmp_path / "out"
+    (out / "steps").mkdir(parents=True)
+    recorded = {"g/coverage": {"max_samples": 0}}
+    for s in steps:
+        marker_path(out, s.name).write_text(json.dumps({"args": recorded.get(s.name, s.args)}))
+    assert drop_changed_markers(out, steps) == ["g/coverage", "g/report"]
+    left = {s.name for s in steps if marker_path(out, s.name).is_file()}
+    assert left == {"g/gt_store", "g/quality/baseline", "g/fit/baseline"}
+    assert drop_changed_markers(out, steps) == []  # nothing else differs
+    # a store built with other settings would drop the training on it: an error instead
+    marker_path(out, "g/gt_store").write_text(json.dumps({"args": {"out": "g/gt.zarr"}}))
+    with pytest.raises(
+        LcposeError,
+        match=r"g__fit__baseline.json: it trained on the output "
+        r"of g/gt_store, whose arguments changed; .*delete this marker",
+    ):
+        drop_changed_markers(out, steps)
+    assert marker_path(out, "g/gt_store").is_file()  # nothing removed before the error
 
 
 def test_config_errors_name_the_file_and_key(tmp_path):
