@@ -1285,7 +1285,7 @@ def headline_section(runs: Runs) -> list[str]:
             return "not measured yet"
         return f"{diff.fmt(sign=True)} AP ({verdict(diff)}, {diff.n} seed(s))"
 
-    best = METHODS[h.best].label if h.best else "the best correction"
+    best = METHODS[h.best].label if h.best else "The best correction"
     zero = claim(h.zero_lc)
     if h.best and h.zero_best.n:
         zero += f"; {best}: {claim(h.zero_best)}"
