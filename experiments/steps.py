@@ -8,6 +8,7 @@ Relative paths in a step's arguments are relative to OUT.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -259,11 +260,16 @@ def _step_of(path: Path) -> int:
     return int(path.stem.split("_")[1])
 
 
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def curve_points(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> list[dict[str, Any]]:
     """COCO metrics of every kept checkpoint of a run (`args` of its curve step), by step,
-    each cached as `RUN/curve/step_NNNNNNN.json` with the settings it was computed under:
-    a checkpoint with a cached point of the same settings is not evaluated again, and a
-    point whose checkpoint is gone (a parked fit) still counts. With `clean` and `store`,
+    each cached as `RUN/curve/step_NNNNNNN.json` with the settings it was computed under and
+    the checkpoint's SHA-256: a checkpoint with a cached point of the same settings and hash
+    is not evaluated again (a fit retrained in place is), and a point whose checkpoint is
+    gone (a parked fit) still counts. With `clean` and `store`,
     also its losses on the clean probe (`trainer.probe`) of the store it trained on."""
     from lcdata.correction.clean import clean_probe
     from trainer.checkpoint import model_from_checkpoint
@@ -280,10 +286,10 @@ def curve_points(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> list
     kept = {_step_of(f): f for f in (run / KEPT_DIR).glob("step_*.pt")}
     points: dict[int, dict[str, Any]] = {}
     for path in (run / CURVE_DIR).glob("step_*.json"):
-        body = read_json(path)
-        if body.get("key") == key:
-            points[_step_of(path)] = body["point"]
-        elif _step_of(path) not in kept:
+        body, step = read_json(path), _step_of(path)
+        if body.get("key") == key and (step not in kept or body.get("sha256") == _sha(kept[step])):
+            points[step] = body["point"]
+        elif step not in kept:
             raise LcposeError(
                 f"{path}: computed with other evaluation settings ({body.get('key')}) and its "
                 f"checkpoint is gone; delete the point or run the fit again"
@@ -296,7 +302,8 @@ def curve_points(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> list
         point: dict[str, Any] = {"step": step, "metrics": metrics}
         if probe is not None:
             point["probe"] = probe_losses(model_from_checkpoint(kept[step])[0], probe)
-        write_json_atomic(run / CURVE_DIR / f"step_{step:07d}.json", {"key": key, "point": point})
+        cached = {"key": key, "sha256": _sha(kept[step]), "point": point}
+        write_json_atomic(run / CURVE_DIR / f"step_{step:07d}.json", cached)
         points[step] = point
     return [points[s] for s in sorted(points)]
 

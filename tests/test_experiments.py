@@ -478,6 +478,16 @@ def test_a_parked_fit_keeps_its_curve_points_instead_of_its_checkpoints(quick_ru
     kept = sorted(p.stem for p in (cut / run_rel / "steps").glob("step_*.pt"))
     assert len(kept) >= 2
     assert sorted(p.stem for p in (cut / run_rel / CURVE_DIR).glob("*.json")) == kept
+    # a checkpoint that is not the one a point was computed from (a fit retrained in place)
+    # is evaluated again: here the first kept checkpoint replaced by the last
+    first, last = (cut / run_rel / "steps" / f"{k}.pt" for k in (kept[0], kept[-1]))
+    original = first.read_bytes()
+    shutil.copy2(last, first)
+    again = run_curve(cfg, cut, curve.args)["points"]
+    assert expected[0]["probe"] != expected[-1]["probe"]  # the two checkpoints differ
+    assert again[0]["probe"] == expected[-1]["probe"] and again[0]["step"] == expected[0]["step"]
+    first.write_bytes(original)
+    assert run_curve(cfg, cut, curve.args)["points"] == expected
     results = tmp_path / "results"
     assert fit in park(cut, steps, results)
     parked = results / fit.split("/", 1)[0] / PARKED / run_rel.relative_to(fit.split("/", 1)[0])
