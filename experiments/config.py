@@ -92,6 +92,11 @@ class ProtocolConfig:
     # learning curves: each checkpoint's loss on a fixed probe of N training samples against
     # its own targets and the clean truth (`trainer.probe`; synthetic data only, 0 = off)
     probe_samples: int = 256
+    # the Baseline trained again in this precision (`train.amp` values; "" = not) on these
+    # seeds (None = all): where the Baselines ran in another precision than the students
+    # (bf16 on one machine, fp32 on the next), the size of that effect, seed by seed
+    precision_check: str = ""
+    precision_check_seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,11 @@ class ExperimentConfig:
                     f"{where}: protocol.iterate: {key!r} needs its teacher {teacher!r} in "
                     f"protocol.methods"
                 )
+        if self.protocol.precision_check not in ("", "off", "bf16", "fp16"):
+            raise LcposeError(
+                f"{where}: protocol.precision_check must be '', 'off', 'bf16' or 'fp16', not "
+                f"{self.protocol.precision_check!r}"
+            )
         if self.data.source not in ("synth", "coco"):
             raise LcposeError(f"{where}: data.source must be 'synth' or 'coco'")
         if self.data.source == "coco" and (self.sweep.levels or self.sweep.all_off):

@@ -172,6 +172,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
             ds=ds,
             val=val,
             clean=clean_ann,
+            amp: str = "",
         ) -> str:
             run = f"{d}/runs/{method}"
             fit_name = add(
@@ -185,6 +186,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                         "seed": ds.seed,
                         "target": target,
                         "curve": ds.main and method in cfg.protocol.curves,
+                        **({"amp": amp} if amp else {}),  # this precision, whatever --amp says
                     },
                     cost=train_steps,
                     rank=row_rank(cfg, ds, method),
@@ -218,6 +220,9 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
             return fit_name
 
         teacher_fit = student("baseline", f"{d}/gt.zarr", gt, "gt")
+        check, check_seeds = cfg.protocol.precision_check, cfg.protocol.precision_check_seeds
+        if ds.main and check and (check_seeds is None or ds.seed in check_seeds):
+            student("baseline_amp", f"{d}/gt.zarr", gt, "gt", amp=check)
         export = add(
             Step(
                 f"{d}/export/baseline",

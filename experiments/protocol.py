@@ -76,10 +76,13 @@ METHODS: dict[str, Method] = {
     "kp_ttaz": Method("LC keypoints, flip+zoom-TTA teacher", "keypoints",
                       tta="flip,scales=0.8:1.25"),
     "clean": Method("clean labels (upper bound)", "gt"),
+    "baseline_amp": Method("Baseline, precision check", "gt"),  # protocol.precision_check
 }  # fmt: skip
 """Method keys used in configs, folder names and the report."""
 
-STUDENTS: tuple[str, ...] = tuple(k for k in METHODS if k not in ("baseline", "clean"))
+STUDENTS: tuple[str, ...] = tuple(
+    k for k in METHODS if k not in ("baseline", "clean", "baseline_amp")
+)
 """Methods that are students of a teacher (the rows a config lists)."""
 
 

@@ -237,6 +237,32 @@ def fit_precisions(runs: Runs) -> dict[str, list[str]]:
     return out
 
 
+def precision_check_text(runs: Runs) -> str:
+    """What retraining the Baseline in another precision changed (`protocol.precision_check`),
+    seed by seed, or what is not measured yet."""
+    mode = runs.cfg.protocol.precision_check
+    if not mode:
+        return "Not measured (`protocol.precision_check`)."
+    name = {"off": "fp32"}.get(mode, mode)
+    default = str(runs.cfg.train.get("amp", "off"))
+    parts = []
+    for d in main_datasets(runs):
+        again, first = runs.metric(d.name, "baseline_amp"), runs.metric(d.name, "baseline")
+        body = runs.markers.get(f"{d.name}/fit/baseline")
+        if again is None or first is None or body is None:
+            continue
+        was = _precision(body["outputs"].get("amp_history"), default)
+        parts.append(f"seed {d.seed}: {again:.1f} in {name} against {first:.1f} ({was}), "
+                     f"{again - first:+.1f}")  # fmt: skip
+    if not parts:
+        return f"The Baseline trained again in {name} (the precision check) has not finished yet."
+    spread = method_stat(runs, "baseline")
+    return (
+        f"The Baseline trained again in {name}, same seed and batches: " + "; ".join(parts)
+        + (f" (the Baselines' seed spread: {spread.sd:.1f} std)." if spread.n > 1 else ".")
+    )  # fmt: skip
+
+
 def setup_section(runs: Runs) -> list[str]:
     cfg = runs.cfg
     data, render, train = cfg.data, cfg.store.render, cfg.train
@@ -322,7 +348,7 @@ def setup_section(runs: Runs) -> list[str]:
             "- **Precision** differs between trainings (they ran on machines with and without "
             "bf16 units): " + "; ".join(parts) + ". At 200 steps bf16 ended within 0.2% of "
             "fp32's loss (docs/training.md); a paired difference between rows of different "
-            "precision includes that effect."
+            "precision includes that effect. " + precision_check_text(runs)
         )
     elif by_precision:
         lines.append(f"- **Precision**: every training in {next(iter(by_precision))}.")
@@ -540,7 +566,7 @@ def table2_section(runs: Runs) -> list[str]:
 
 
 def analytics_section(runs: Runs) -> list[str]:
-    methods = [m for m in METHODS if m not in ("baseline", "clean")]
+    methods = [m for m in METHODS if m not in ("baseline", "clean", "baseline_amp")]
     rows = []
     for method in methods:
         found = []
@@ -1025,7 +1051,7 @@ def figures_section(runs: Runs, report_dir: Path) -> list[str]:
 def noisy_eval_section(runs: Runs) -> list[str]:
     if runs.primary != "clean":
         return []
-    methods = [m for m in METHODS if method_stat(runs, m).n]
+    methods = [m for m in METHODS if m != "baseline_amp" and method_stat(runs, m).n]
     if not methods:
         return []
     rows = []

@@ -136,6 +136,8 @@ def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str,
     override = os.environ.get(AMP_ENV)
     if override:  # a parked fit continues in this precision; run.json keeps the switch
         tc = replace(tc, amp=override)
+    if args.get("amp"):  # a row whose point is its precision (protocol.precision_check)
+        tc, override = replace(tc, amp=args["amp"]), None
     run = _p(out, args["run"])
     t0 = time.perf_counter()
     result = fit(

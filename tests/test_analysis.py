@@ -157,3 +157,39 @@ def test_report_names_each_trainings_precision(tmp_path):
     assert "fp32 for p0.10_q0.10_s0 lc" in text
     same = {k: v for k, v in markers.items() if not k.endswith("baseline")}
     assert "every training in fp32" in "\n".join(setup_section(Runs(tmp_path, cfg, same)))
+
+
+def test_precision_check_retrains_the_baseline_in_its_precision_and_reports_the_change(
+    tmp_path,
+):
+    """protocol.precision_check: a second Baseline fit on the chosen seeds, forced into that
+    precision (the fit's args), and the report's Precision line gives the per-seed change."""
+    from dataclasses import replace
+
+    from experiments.config import load_config
+    from experiments.plan import plan
+    from experiments.report import Runs, precision_check_text
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "aug_k8.toml")
+    cfg = replace(cfg, protocol=replace(cfg.protocol, precision_check="off",
+                                        precision_check_seeds=(0,)))  # fmt: skip
+    steps = {s.name: s for s in plan(cfg)}
+    check = steps["p0.10_q0.10_s0/fit/baseline_amp"]
+    assert check.args["amp"] == "off" and check.args["store"] == "p0.10_q0.10_s0/gt.zarr"
+    assert check.args["target"] == "gt" and "p0.10_q0.10_s1/fit/baseline_amp" not in steps
+    assert "amp" not in steps["p0.10_q0.10_s0/fit/baseline"].args
+    # it runs after the main rows (the clean bound) and before the p = q = 0 rows
+    ranks = {n: s.rank for n, s in steps.items() if s.kind == "fit"}
+    assert ranks["p0.10_q0.10_s2/fit/clean"] < ranks["p0.10_q0.10_s0/fit/baseline_amp"]
+    assert ranks["p0.10_q0.10_s0/fit/baseline_amp"] < ranks["p0.00_q0.00_s0/fit/baseline"]
+    markers = {
+        f"p0.10_q0.10_s{seed}/eval/{method}": {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+        for seed, method, ap in ((0, "baseline", 0.504), (1, "baseline", 0.519),
+                                 (0, "baseline_amp", 0.512))
+    }  # fmt: skip
+    runs = Runs(out=tmp_path, cfg=cfg, markers=markers)
+    assert "has not finished yet" in precision_check_text(runs)
+    markers["p0.10_q0.10_s0/fit/baseline"] = {"kind": "fit", "outputs": {}}
+    text = precision_check_text(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    assert "seed 0: 51.2 in fp32 against 50.4 (bf16), +0.8" in text
+    assert "seed spread: 1.1 std" in text

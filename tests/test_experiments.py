@@ -254,10 +254,11 @@ def test_experiment_v2_trains_every_row_on_its_seeds():
     main_rows = {"baseline", "kd05", "lc", "lc_ttaz", "kp_tta", "clean", "lc_x2"}
     clean_rows = {"baseline", "lc", "lc_ttaz", "kp_tta"}  # p = q = 0: its own teacher
     assert fits == {
-        **{f"p0.10_q0.10_s{seed}": main_rows for seed in (0, 1, 2)},
+        "p0.10_q0.10_s0": main_rows | {"baseline_amp"},  # the precision check, seed 0 only
+        **{f"p0.10_q0.10_s{seed}": main_rows for seed in (1, 2)},
         **{f"p0.00_q0.00_s{seed}": clean_rows for seed in (0, 1, 2)},
     }
-    assert sum(len(v) for v in fits.values()) == 33
+    assert sum(len(v) for v in fits.values()) == 34
     by_name = {s.name: s for s in steps}
     for seed in (0, 1, 2):
         group = f"p0.10_q0.10_s{seed}"
@@ -270,7 +271,7 @@ def test_experiment_v2_trains_every_row_on_its_seeds():
         assert by_name[f"{group}/teacher_pass/lc"].args["teacher"].endswith("models/lc.pt2")
     # every store a student trains on has its label-quality score beside it, and only those
     for group, methods in fits.items():
-        for method in methods:
+        for method in methods - {"baseline_amp"}:  # on the Baseline's store
             assert f"{group}/quality/{method}" in by_name, (group, method)
     assert not any(s.kind == "correct" and s.name.split("/")[-1] not in fits[s.name.split("/")[0]]
                    for s in steps)  # fmt: skip
@@ -305,6 +306,11 @@ def test_amp_override_reaches_every_fit_and_is_recorded(tmp_path, monkeypatch):
     shutil.rmtree(tmp_path / "g")
     steps_mod.run_fit(replace(cfg, train={**cfg.train, "amp": "bf16"}), tmp_path, args)
     assert seen == {"amp": "bf16", "allow": False}
+    # a row whose point is its precision (protocol.precision_check) keeps it under --amp
+    monkeypatch.setenv(steps_mod.AMP_ENV, "bf16")
+    shutil.rmtree(tmp_path / "g")
+    steps_mod.run_fit(cfg, tmp_path, {**args, "amp": "off"})
+    assert seen == {"amp": "off", "allow": False}
 
 
 def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):
