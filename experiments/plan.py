@@ -273,7 +273,7 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                             "clean": clean,
                             "target": target,
                             "max_samples": int(cfg.protocol.quality_samples),
-                        },  # fmt: skip
+                        },
                         cost=20,
                     )
                 )
