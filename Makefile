@@ -25,6 +25,7 @@ demo: venv
 
 test: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check --exclude '*.md' .  # docs keep their aligned comments
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
