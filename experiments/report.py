@@ -829,6 +829,21 @@ def levelling_lines(runs: Runs) -> list[str]:
     ]
 
 
+PROBE_FLAT = 0.01
+"""A clean probe loss within this fraction of its lowest value at the end is called flat."""
+
+
+def _probe_trend(lowest: float, end: float, *, at_end: bool) -> str:
+    """How the clean probe loss ended against its lowest point, in words."""
+    if at_end:
+        return "(still falling)."
+    rise = end - lowest
+    if rise <= PROBE_FLAT * lowest:
+        return (f"({rise:+.1f} since, within {PROBE_FLAT:.0%}: flat, no sign of fitting the "
+                "defects).")  # fmt: skip
+    return f"(+{rise:.0f} since: it fits what the clean truth does not say)."
+
+
 def probe_section(runs: Runs, report_dir: Path) -> list[str]:
     """Each curve's losses on the clean probe (`trainer.probe`), mean over seeds, by step."""
     series: dict[str, dict[str, dict[int, list[float]]]] = {}
@@ -867,12 +882,7 @@ def probe_section(runs: Runs, report_dir: Path) -> list[str]:
             notes.append(
                 f"- {METHODS[method].label} ({seeds} seed(s)): lowest clean loss at step {best} "
                 f"({means[best]:.0f}); at the end {means[last]:.0f} "
-                + (
-                    f"(+{means[last] - means[best]:.0f} since: it fits what the clean truth "
-                    f"does not say)."
-                    if last != best
-                    else "(still falling)."
-                )
+                + _probe_trend(means[best], means[last], at_end=last == best)
             )
     _save(fig, ax, report_dir / PROBE_FIG, xlabel="training step",
           ylabel="probe loss (solid: clean truth, dashed: own targets)", legend=8)  # fmt: skip
@@ -1025,7 +1035,7 @@ def figures_section(runs: Runs, report_dir: Path) -> list[str]:
     lines: list[str] = []
     for d in main_datasets(runs):
         body = runs.outputs(f"{d.name}/figures")
-        if not body:
+        if not body or not body["pictures"]:
             continue
         lines += [
             "## Fig. 3 analogue: GT, teacher and corrected maps",

@@ -36,6 +36,10 @@ def test_rank_correlation_on_a_fixed_input():
     got = rank_correlation([1, 2, 3, 4, 5], [5, 6, 7, 8, 7])
     assert got.rho == pytest.approx(8 / math.sqrt(95)) and got.n == 5
     assert rank_correlation([1, 2, 3], [3, 2, 1]).rho == pytest.approx(-1.0)
+    # a perfect order of 5 pairs: 2 of the 120 pairings are as extreme (exact, two-sided)
+    assert rank_correlation([1, 2, 3, 4, 5], [2, 4, 6, 8, 10]).p_value == pytest.approx(2 / 120)
+    # above EXACT_PAIRS the t approximation: near 0 for a perfect order of 20
+    assert rank_correlation(list(range(20)), list(range(20))).p_value < 1e-6
     assert rank_correlation([1, 2], [1, 2]) is None  # too few pairs
     assert rank_correlation([1, 2, 3], [4, 4, 4]) is None  # constant: undefined
     with pytest.raises(ValueError, match="3 x values against 2"):
@@ -193,3 +197,11 @@ def test_precision_check_retrains_the_baseline_in_its_precision_and_reports_the_
     text = precision_check_text(Runs(out=tmp_path, cfg=cfg, markers=markers))
     assert "seed 0: 51.2 in fp32 against 50.4 (bf16), +0.8" in text
     assert "seed spread: 1.1 std" in text
+
+
+def test_probe_trend_tells_a_flat_end_from_fitting_the_defects():
+    from experiments.report import _probe_trend
+
+    assert _probe_trend(126.0, 126.0, at_end=True) == "(still falling)."
+    assert "flat, no sign of fitting" in _probe_trend(126.0, 126.4, at_end=False)
+    assert _probe_trend(100.0, 110.0, at_end=False).startswith("(+10 since: it fits")

@@ -275,6 +275,9 @@ def test_experiment_v2_trains_every_row_on_its_seeds():
             assert f"{group}/quality/{method}" in by_name, (group, method)
     assert not any(s.kind == "correct" and s.name.split("/")[-1] not in fits[s.name.split("/")[0]]
                    for s in steps)  # fmt: skip
+    # the report's Fig. 3 and coverage table (settings that began as 0 in the K study)
+    assert by_name["p0.10_q0.10_s0/figures"].args["n"] == 3
+    assert by_name["p0.10_q0.10_s1/coverage"].args["max_samples"] == 1024
     # the TTA teachers are separate passes over copies of the GT store
     assert by_name["p0.10_q0.10_s0/teacher_pass/tta_flip"].args["tta"] == "flip"
 
