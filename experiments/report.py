@@ -1335,6 +1335,11 @@ def headline_section(runs: Runs) -> list[str]:
         f"- **{best} vs LC** (p = q = {h.main_level:.2f}; picked as the correction with the "
         f"highest mean AP on these seeds): {claim(h.best_vs_lc)}",
         f"- **Cost at 0% defects** (LC vs Baseline at p = q = 0): {zero}",
+        *(
+            ["", "Not every training ran in the same precision; what that is worth: Setup, "
+             "Precision."]
+            if len(fit_precisions(runs)) > 1 else []
+        ),  # fmt: skip
         "",
     ]
 
