@@ -229,7 +229,7 @@ def fit_precisions(runs: Runs) -> dict[str, list[str]]:
     default = str(runs.cfg.train.get("amp", "off"))
     out: dict[str, list[str]] = {}
     for name, body in sorted(runs.markers.items()):
-        if body["kind"] != "fit":
+        if body.get("kind") != "fit":
             continue
         mode = _precision(body["outputs"].get("amp_history"), default)
         group, _, method = name.split("/")
@@ -1322,6 +1322,9 @@ def headline_section(runs: Runs) -> list[str]:
         return f"{diff.fmt(sign=True)} AP ({verdict(diff)}, {diff.n} seed(s))"
 
     best = METHODS[h.best].label if h.best else "The best correction"
+    mixed = []
+    if len(fit_precisions(runs)) > 1:
+        mixed = ["", "Not every training ran in the same precision: Setup, Precision."]
     zero = claim(h.zero_lc)
     if h.best and h.zero_best.n:
         zero += f"; {best}: {claim(h.zero_best)}"
@@ -1335,11 +1338,7 @@ def headline_section(runs: Runs) -> list[str]:
         f"- **{best} vs LC** (p = q = {h.main_level:.2f}; picked as the correction with the "
         f"highest mean AP on these seeds): {claim(h.best_vs_lc)}",
         f"- **Cost at 0% defects** (LC vs Baseline at p = q = 0): {zero}",
-        *(
-            ["", "Not every training ran in the same precision; what that is worth: Setup, "
-             "Precision."]
-            if len(fit_precisions(runs)) > 1 else []
-        ),  # fmt: skip
+        *mixed,
         "",
     ]
 
