@@ -132,6 +132,22 @@ def park(out: Path, steps: list[Step], dest: Path) -> list[str]:
     return parked
 
 
+def fit_progress(out: Path, step: Step, dest: Path | None) -> tuple[int, bool] | None:
+    """How far an unfinished fit got: (last logged step, whether only its parked copy in
+    `dest` has it), or None when it has not started anywhere."""
+    rel = Path(step.args["run"]).relative_to(group_of(step))
+    places = [(out / step.args["run"], False)]
+    if dest is not None:
+        places.append((dest / group_of(step) / PARKED / rel, True))
+    for run, parked in places:
+        log = run / "log.csv"
+        if log.is_file():
+            lines = log.read_text(encoding="utf-8").strip().splitlines()
+            if len(lines) > 1:  # a header and at least one row
+                return int(lines[-1].split(",", 1)[0]), parked
+    return None
+
+
 def unpark(out: Path, steps: list[Step], dest: Path) -> list[str]:
     """Put parked fits back where their run folder has no checkpoint; returns their steps."""
     unparked = []

@@ -29,7 +29,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experiments.archive import archive, park, restore, unpark
+from experiments.archive import archive, fit_progress, park, restore, unpark
 from experiments.config import (
     DEFAULT_CONFIG,
     QUICK_CONFIG,
@@ -162,8 +162,15 @@ def _main(
         # done here, or finished on another machine and committed (results_dir)
         folders = [out] + ([resolve_path(cfg.results_dir)] if cfg.results_dir else [])
         markers = read_markers(folders)
+        results = resolve_path(cfg.results_dir) if cfg.results_dir else None
         for s in steps:
-            click.echo(f"{'done' if s.name in markers else 'todo'}  {s.name}")
+            where = ""
+            if s.kind == "fit" and s.name not in markers:
+                got = fit_progress(out, s, results)
+                if got is not None:
+                    where = (f"  ({'parked' if got[1] else 'at'} step {got[0]:,} of "
+                             f"{cfg.train_steps:,})")  # fmt: skip
+            click.echo(f"{'done' if s.name in markers else 'todo'}  {s.name}{where}")
         fits = [s for s in steps if s.kind == "fit"]
         click.echo(f"{len(steps)} steps, {len(fits)} trainings of {cfg.train_steps} steps")
         left = [s for s in fits if s.name not in markers]

@@ -459,6 +459,12 @@ def test_unfinished_fits_park_and_unpark_their_checkpoints(quick_run, tmp_path):
     ckpt = fresh / fit.args["run"] / "checkpoint.pt"
     assert ckpt.read_bytes() == (out / fit.args["run"] / "checkpoint.pt").read_bytes()
     assert unpark(fresh, steps, results) == []  # ... once: it never overwrites a newer one
+    # --list says how far an unfinished fit got, here or in its parked copy
+    from experiments.archive import fit_progress
+
+    assert fit_progress(tmp_path / "elsewhere", fit, results) == (20, True)
+    assert fit_progress(fresh, fit, results) == (20, False)
+    assert fit_progress(tmp_path / "elsewhere", fit, None) is None
     # a finished group needs no parked checkpoints: archiving it drops them
     assert group in archive(out, steps, results)
     assert not (results / group / PARKED).exists()
