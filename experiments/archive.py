@@ -59,6 +59,11 @@ def groups(steps: list[Step]) -> dict[str, list[Step]]:
     return found
 
 
+def parked_dir(step: Step, dest: Path) -> Path:
+    """Where `park` keeps a fit step's run folder: `dest/<group>/parked/<run within group>`."""
+    return dest / group_of(step) / PARKED / Path(step.args["run"]).relative_to(group_of(step))
+
+
 def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
     """Copy the markers and small files of the finished steps of every group into `dest`.
 
@@ -119,7 +124,7 @@ def park(out: Path, steps: list[Step], dest: Path) -> list[str]:
         run = out / step.args["run"]
         if not (run / "checkpoint.pt").is_file():
             continue
-        target = dest / group_of(step) / PARKED / Path(step.args["run"]).relative_to(group_of(step))
+        target = parked_dir(step, dest)
         shutil.rmtree(target, ignore_errors=True)
         for pattern in PARK_FILES:
             for path in sorted(run.glob(pattern)):
@@ -135,10 +140,9 @@ def park(out: Path, steps: list[Step], dest: Path) -> list[str]:
 def fit_progress(out: Path, step: Step, dest: Path | None) -> tuple[int, bool] | None:
     """How far an unfinished fit got: (last logged step, whether only its parked copy in
     `dest` has it), or None when it has not started anywhere."""
-    rel = Path(step.args["run"]).relative_to(group_of(step))
     places = [(out / step.args["run"], False)]
     if dest is not None:
-        places.append((dest / group_of(step) / PARKED / rel, True))
+        places.append((parked_dir(step, dest), True))
     for run, parked in places:
         log = run / "log.csv"
         if log.is_file():
@@ -154,8 +158,7 @@ def unpark(out: Path, steps: list[Step], dest: Path) -> list[str]:
     for step in steps:
         if step.kind != "fit" or marker_path(out, step.name).is_file():
             continue
-        rel = Path(step.args["run"]).relative_to(group_of(step))
-        source = dest / group_of(step) / PARKED / rel
+        source = parked_dir(step, dest)
         run = out / step.args["run"]
         if not (source / "checkpoint.pt").is_file() or (run / "checkpoint.pt").is_file():
             continue

@@ -209,12 +209,16 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 # Sections
 
 
+def _amp_name(amp: str) -> str:
+    """A `train.amp` value as the report names it ('off' trains in fp32)."""
+    return "fp32" if amp == "off" else amp
+
+
 def _precision(history: list[dict[str, Any]] | None, default: str) -> str:
     """'bf16', 'fp32', or 'bf16 to step 3000, then fp32' from a fit's amp_history."""
     if not history:
         history = [{"from_step": 0, "amp": default}]
-    name = {"off": "fp32"}
-    parts = [name.get(h["amp"], h["amp"]) for h in history]
+    parts = [_amp_name(h["amp"]) for h in history]
     if len(set(parts)) == 1:
         return parts[0]
     return ", then ".join(
@@ -243,7 +247,7 @@ def precision_check_text(runs: Runs) -> str:
     mode = runs.cfg.protocol.precision_check
     if not mode:
         return "Not measured (`protocol.precision_check`)."
-    name = {"off": "fp32"}.get(mode, mode)
+    name = _amp_name(mode)
     default = str(runs.cfg.train.get("amp", "off"))
     parts = []
     for d in main_datasets(runs):
