@@ -48,7 +48,7 @@ from experiments.schedule import (
     read_markers,
     run_plan,
 )
-from experiments.steps import AMP_ENV, cache_curve_points, execute_step
+from experiments.steps import AMP_ENV, CHANNELS_LAST_ENV, cache_curve_points, execute_step
 from lcdata.errors import LcposeError
 
 
@@ -94,6 +94,12 @@ from lcdata.errors import LcposeError
     "off on a CPU without native bf16); a parked fit continues in it, recorded in its "
     "marker's amp_history.",
 )
+@click.option(
+    "--channels-last",
+    is_flag=True,
+    help="Train every fit with NHWC model and batches (faster convolutions on x86 CPUs "
+    "and tensor-core GPUs; results change by float rounding only; a parked fit continues in it).",
+)
 @click.option("--exec", "exec_step", default=None, hidden=True)
 @click.argument("only", nargs=-1, metavar="[STEP]...")
 def main(
@@ -110,11 +116,14 @@ def main(
     archive_only: bool,
     park_only: bool,
     amp: str | None,
+    channels_last: bool,
     exec_step: str | None,
 ) -> None:
     """Run the label-correction experiment (resumable) and write its report."""
     if amp is not None:  # read by each fit step, in this process and its children
         os.environ[AMP_ENV] = amp
+    if channels_last:
+        os.environ[CHANNELS_LAST_ENV] = "1"
     if park_only and not archive_only:
         raise click.UsageError("--park goes with --archive-only")
     if bool(only) != only_flag:

@@ -126,6 +126,11 @@ AMP_ENV = "LCPOSE_EXPERIMENT_AMP"
 """Set by `experiments.run --amp`: this machine's training precision, whatever the config's
 `train.amp` (a CPU without native bf16 trains bf16 about 9x slower than fp32)."""
 
+CHANNELS_LAST_ENV = "LCPOSE_EXPERIMENT_CHANNELS_LAST"
+"""Set to "1" by `experiments.run --channels-last`: every fit keeps model and batches in NHWC
+memory order, a speed path that changes results only by float rounding (not a resume key, so
+a parked fit continues in it); the marker records it."""
+
 
 def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
     from trainer.fit import fit
@@ -138,6 +143,8 @@ def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str,
         tc = replace(tc, amp=override)
     if args.get("amp"):  # a row whose point is its precision (protocol.precision_check)
         tc, override = replace(tc, amp=args["amp"]), None
+    if os.environ.get(CHANNELS_LAST_ENV) == "1":
+        tc = replace(tc, channels_last=True)
     run = _p(out, args["run"])
     t0 = time.perf_counter()
     result = fit(
@@ -150,6 +157,7 @@ def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str,
         "last_row": result.last_row,
         "step_s": _mean_step_s(run / "log.csv"),
         "amp_history": read_json(run / "run.json").get("amp_history"),
+        "channels_last": tc.channels_last,
         "wall_s": time.perf_counter() - t0,
     }
 

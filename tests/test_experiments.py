@@ -293,7 +293,7 @@ def test_amp_override_reaches_every_fit_and_is_recorded(tmp_path, monkeypatch):
     seen = {}
 
     def fake_fit(tc, store, run, **kw):
-        seen.update(amp=tc.amp, allow=kw.get("allow_amp_change"))
+        seen.update(amp=tc.amp, allow=kw.get("allow_amp_change"), nhwc=tc.channels_last)
         run.mkdir(parents=True)
         history = [{"from_step": 0, "amp": "bf16"}, {"from_step": 3, "amp": tc.amp}]
         (run / "run.json").write_text(json.dumps({"amp_history": history}))
@@ -303,17 +303,24 @@ def test_amp_override_reaches_every_fit_and_is_recorded(tmp_path, monkeypatch):
     args = {"seed": 0, "target": "gt", "run": "g/runs/baseline", "store": "g/gt.zarr"}
     monkeypatch.setenv(steps_mod.AMP_ENV, "off")
     marker = steps_mod.run_fit(replace(cfg, train={**cfg.train, "amp": "bf16"}), tmp_path, args)
-    assert seen == {"amp": "off", "allow": True}
+    assert seen == {"amp": "off", "allow": True, "nhwc": False}
     assert marker["amp_history"][-1] == {"from_step": 3, "amp": "off"}
+    assert marker["channels_last"] is False
     monkeypatch.delenv(steps_mod.AMP_ENV)
     shutil.rmtree(tmp_path / "g")
     steps_mod.run_fit(replace(cfg, train={**cfg.train, "amp": "bf16"}), tmp_path, args)
-    assert seen == {"amp": "bf16", "allow": False}
+    assert seen == {"amp": "bf16", "allow": False, "nhwc": False}
+    # `experiments.run --channels-last`: a speed path every fit takes, recorded in its marker
+    monkeypatch.setenv(steps_mod.CHANNELS_LAST_ENV, "1")
+    shutil.rmtree(tmp_path / "g")
+    marker = steps_mod.run_fit(cfg, tmp_path, args)
+    assert seen["nhwc"] is True and marker["channels_last"] is True
+    monkeypatch.delenv(steps_mod.CHANNELS_LAST_ENV)
     # a row whose point is its precision (protocol.precision_check) keeps it under --amp
     monkeypatch.setenv(steps_mod.AMP_ENV, "bf16")
     shutil.rmtree(tmp_path / "g")
     steps_mod.run_fit(cfg, tmp_path, {**args, "amp": "off"})
-    assert seen == {"amp": "off", "allow": False}
+    assert seen == {"amp": "off", "allow": False, "nhwc": False}
 
 
 def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):
