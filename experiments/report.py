@@ -943,7 +943,10 @@ def corrections_section(runs: Runs) -> list[str]:
                     continue
                 diff = paired_over(runs, sets, method, other)
                 cells.append(f"{diff.fmt(sign=True)} ({verdict(diff)})" if diff.n else "n/a")
-            cells.append(stat([_quality(runs, d.name, method) for d in sets]).fmt())
+            # over the seeds whose student finished, as the AP beside it (a store is scored
+            # as soon as it exists, its student hours later)
+            trained = [d for d in sets if runs.metric(d.name, method) is not None]
+            cells.append(stat([_quality(runs, d.name, method) for d in trained]).fmt())
             rows.append(cells)
     if not rows:
         return []

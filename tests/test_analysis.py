@@ -205,3 +205,23 @@ def test_probe_trend_tells_a_flat_end_from_fitting_the_defects():
     assert _probe_trend(126.0, 126.0, at_end=True) == "(still falling)."
     assert "flat, no sign of fitting" in _probe_trend(126.0, 126.4, at_end=False)
     assert _probe_trend(100.0, 110.0, at_end=False).startswith("(+10 since: it fits")
+
+
+def test_corrections_table_scores_labels_over_the_seeds_whose_student_finished(tmp_path):
+    """A store is scored long before its student ends: the label-quality AP of a row is the
+    mean over the same seeds as the student AP beside it, not over every scored store."""
+    from experiments.config import load_config
+    from experiments.report import Runs, corrections_section
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "aug_k8.toml")
+    markers = {}
+    for seed, (base, lc, q_lc) in enumerate(((0.50, 0.53, 0.70), (0.52, 0.54, 0.72))):
+        group = f"p0.10_q0.10_s{seed}"
+        for method, ap in (("baseline", base), ("lc", lc), ("lc_ttaz", lc + 0.01)):
+            markers[f"{group}/eval/{method}"] = {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+        markers[f"{group}/quality/lc"] = {"outputs": {"metrics": {"AP": q_lc}}}
+    # seed 2: its LC store is scored, its student still trains
+    markers["p0.10_q0.10_s2/quality/lc"] = {"outputs": {"metrics": {"AP": 0.99}}}
+    text = "\n".join(corrections_section(Runs(out=tmp_path, cfg=cfg, markers=markers)))
+    assert "| 0.10 | LC | 2 | 53.5 ± 0.7 | +2.5 ± 0.7 (gain) |  | 71.0 ± 1.4 |" in text
+    assert "+1.0 ± 0.0 (gain)" in text  # LC-TTA vs LC, paired per seed
