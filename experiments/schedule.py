@@ -158,17 +158,31 @@ def _priorities(steps: list[Step]) -> dict[str, float]:
     return prio
 
 
-def _ranks(steps: list[Step]) -> dict[str, int]:
+def _ranks(steps: list[Step], done: set[str] | frozenset[str] = frozenset()) -> dict[str, int]:
     """Each step's row priority: a training's own rank; another step's the lowest rank of the
-    trainings it leads to, else of those it follows (an evaluation runs with its training)."""
+    trainings it leads to, else of those it follows (an evaluation runs with its training).
+
+    Two exceptions keep a training's weights from being lost with OUT (only summaries and
+    exported teachers are committed): an export runs with the training it exports, so its
+    model file is archived as soon as the training ends; and a training that runs again
+    although its results are in (some step after it is `done`: its weights were lost, and a
+    later row needs them) runs at the rank of the steps that need it, not at its own row's.
+    """
     children = _children(steps)
     down: dict[str, int | None] = {}
     for s in reversed(steps):  # every step comes after its dependencies
         below = [r for c in children[s.name] if (r := down[c]) is not None]
         down[s.name] = s.rank if s.rank is not None else min(below, default=None)
+    for s in steps:
+        if s.kind == "fit" and s.name not in done and any(c in done for c in children[s.name]):
+            needed = [r for c in children[s.name] if c not in done and (r := down[c]) is not None]
+            down[s.name] = min(needed, default=down[s.name])
     rank: dict[str, int] = {}
     for s in steps:
-        if down[s.name] is not None:
+        if s.kind == "export":
+            fits = [rank[d] for d in s.deps if d in rank]
+            rank[s.name] = min(fits, default=down[s.name] or 0)
+        elif down[s.name] is not None:
             rank[s.name] = down[s.name]  # type: ignore[assignment]
         else:
             above = [rank[d] for d in s.deps if d in rank]
@@ -205,7 +219,7 @@ def run_plan(
     known = {s.name for s in steps}
     done = {s.name for s in steps if marker_path(out, s.name).is_file()}
     pending = [s for s in steps if s.name not in done]
-    prio, rank = _priorities(steps), _ranks(steps)
+    prio, rank = _priorities(steps), _ranks(steps, done)
 
     def order(s: Step) -> tuple[int, float]:  # the most important row, then the longest chain
         return (rank[s.name], -prio[s.name])

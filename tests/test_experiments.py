@@ -183,6 +183,46 @@ def test_markers_whose_outputs_are_gone_run_again_when_a_later_step_needs_them(t
     assert marker_path(out, "g/target/lc").is_file()
 
 
+def test_a_students_export_runs_with_it_and_a_lost_student_waits_for_its_consumer(tmp_path):
+    """Only summaries and exported teachers are committed. An export runs right after its
+    training (row 3's LC x2 needs LC's weights; exported at once, they are archived), and a
+    training whose results are in but whose weights were lost (a fresh machine) runs again
+    only at the rank of the row that needs it, after the rows still to train."""
+    from experiments.schedule import run_plan
+
+    steps = [
+        Step("g/store", "gt_store", args={"out": "g/gt.zarr"}),
+        Step("g/fit/lc", "fit", ("g/store",), {"run": "g/runs/lc"}, rank=1),
+        Step("g/eval/lc", "evaluate", ("g/fit/lc",)),
+        Step("g/fit/kd05", "fit", ("g/store",), {"run": "g/runs/kd05"}, rank=2),
+        Step("g/eval/kd05", "evaluate", ("g/fit/kd05",)),
+        Step("g/export/lc", "export", ("g/fit/lc",), {"out": "g/models/lc.pt2"}),
+        Step("g/fit/lc_x2", "fit", ("g/export/lc", "g/store"), {"run": "g/runs/x2"}, rank=3),
+    ]
+
+    def order(done: list[str]) -> list[str]:
+        out = tmp_path / str(len(done))
+        for name in done:
+            marker_path(out, name).parent.mkdir(parents=True, exist_ok=True)
+            marker_path(out, name).write_text("{}")
+        ran: list[str] = []
+
+        def execute(step: Step) -> dict:
+            ran.append(step.name)
+            marker_path(out, step.name).write_text("{}")
+            return {"seconds": 0.0}
+
+        run_plan(out, steps, parallel=1, threads=1, execute=execute, echo=lambda _: None)
+        return ran
+
+    fits = ["g/fit/lc", "g/export/lc", "g/eval/lc", "g/fit/kd05", "g/eval/kd05", "g/fit/lc_x2"]
+    assert order(["g/store"]) == fits
+    # LC evaluated on an earlier machine, its weights gone: KD 0.5 trains first
+    assert order(["g/store", "g/eval/lc"]) == [
+        "g/fit/kd05", "g/eval/kd05", "g/fit/lc", "g/export/lc", "g/fit/lc_x2"
+    ]  # fmt: skip
+
+
 def test_markers_of_steps_whose_settings_changed_run_again_with_their_dependents(tmp_path):
     # the coverage step ran with 0 samples (another config); this config asks for 1024
     steps = [
@@ -354,8 +394,10 @@ def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):
     # an evaluation follows its training before the next training starts
     first = order.index("p0.10_q0.10_s0/fit/baseline")
     assert order.index("p0.10_q0.10_s0/eval/baseline") < order.index("p0.10_q0.10_s1/fit/baseline")
-    assert set(order[first + 1 : first + 3]) == {"p0.10_q0.10_s0/eval/baseline",
-                                                 "p0.10_q0.10_s0/curve/baseline"}  # fmt: skip
+    # (and so does its export, whose model file the archive keeps)
+    assert set(order[first + 1 : first + 4]) == {"p0.10_q0.10_s0/eval/baseline",
+                                                 "p0.10_q0.10_s0/curve/baseline",
+                                                 "p0.10_q0.10_s0/export/baseline"}  # fmt: skip
     assert len(fits) == 33
 
 
