@@ -82,8 +82,8 @@ def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
         names = {s.name for s in members}
         old = json.loads(record.read_text()) if record.is_file() else {"steps": [], "files": []}
         listed = sorted((set(old["steps"]) & names) | finished)
-        if old["steps"] == listed:
-            continue
+        if old["steps"] == listed and not any(_changed(out, dest, n) for n in finished):
+            continue  # a step that ran again (new settings) has a new marker to keep
         (dest / "steps").mkdir(parents=True, exist_ok=True)
         for name in sorted(finished):
             shutil.copy2(marker_path(out, name), dest / "steps" / marker_path(out, name).name)
@@ -110,6 +110,12 @@ def archive(out: Path, steps: list[Step], dest: Path) -> list[str]:
                 shutil.rmtree(dest / group / PARKED / rel, ignore_errors=True)
         written.append(group)
     return written
+
+
+def _changed(out: Path, dest: Path, name: str) -> bool:
+    """Whether a finished step's marker differs from its archived copy (or has none)."""
+    copy = dest / "steps" / marker_path(out, name).name
+    return not copy.is_file() or copy.read_bytes() != marker_path(out, name).read_bytes()
 
 
 def park(out: Path, steps: list[Step], dest: Path) -> list[str]:

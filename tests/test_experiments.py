@@ -597,6 +597,12 @@ def test_a_group_still_running_is_archived_as_far_as_it_got(quick_run, tmp_path)
     assert "runs/lc/log.csv" not in record["files"]  # the unfinished fit is parked instead
     assert "runs/baseline/log.csv" in record["files"] and "models/baseline.pt2" in record["files"]
     assert archive(cut, steps, results) == []  # nothing new
+    # a step that ran again (the config changed one of its settings): same steps, new marker
+    again = marker_path(cut, f"{group}/eval/baseline")
+    again.write_text(json.dumps({**json.loads(again.read_text()), "args": {"new": 1}}))
+    assert archive(cut, steps, results) == [group]
+    assert (results / "steps" / again.name).read_bytes() == again.read_bytes()
+    assert archive(cut, steps, results) == []
     # a fresh machine: evaluations and the exported teacher come back, stores do not
     fresh = tmp_path / "fresh"
     fresh.mkdir()
