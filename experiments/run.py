@@ -48,7 +48,13 @@ from experiments.schedule import (
     read_markers,
     run_plan,
 )
-from experiments.steps import AMP_ENV, CHANNELS_LAST_ENV, cache_curve_points, execute_step
+from experiments.steps import (
+    AMP_ENV,
+    CHANNELS_LAST_ENV,
+    cache_curve_points,
+    check_unfinished_fits,
+    execute_step,
+)
 from lcdata.errors import LcposeError
 
 
@@ -221,6 +227,7 @@ def _main(
             click.echo(f"{name}: its output is gone and a later step needs it; it runs again")
         done = {s.name for s in steps if marker_path(out, s.name).is_file()}
         chosen = select(steps, only, done)
+        check_unfinished_fits(cfg, out, chosen)
         t0 = time.perf_counter()
         try:
             ran = run_plan(

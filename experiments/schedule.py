@@ -213,8 +213,11 @@ def run_plan(
     parallel = 1 runs the steps in this process (`execute(step)`, which writes the marker);
     otherwise up to `parallel` child processes (`python -m experiments.run --exec STEP`, each
     with `threads` torch/OpenMP threads) run at once, longest remaining chain first. A
-    failure stops new launches, waits for the running steps and raises. Returns the names of
-    the steps run.
+    failed child's dependents are dropped and every other step still runs (an experiment
+    runs unattended for hours: one failed training must not idle the cores for the rest of
+    the session); then it raises, naming the failures and how many steps they held back.
+    In this process a failure raises at once, with its traceback. Returns the names of the
+    steps run.
     """
     known = {s.name for s in steps}
     done = {s.name for s in steps if marker_path(out, s.name).is_file()}
@@ -252,6 +255,7 @@ def run_plan(
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, float, Any]] = {}
     failed: list[str] = []
+    held_back: set[str] = set()
     env = _child_env(threads)
 
     def stop_children(*_: object) -> None:
@@ -265,23 +269,20 @@ def run_plan(
     old_term = signal.signal(signal.SIGTERM, stop_children)
     try:
         while pending or running:
-            if not failed:
-                runnable = sorted((s for s in pending if ready(s)), key=order)
-                for step in runnable[: parallel - len(running)]:
-                    log = open(logs / (step.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115
-                    cmd = [sys.executable, "-m", "experiments.run", "--out", str(out)]
-                    cmd += ["--exec", step.name]
-                    proc = subprocess.Popen(
-                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
-                    )
-                    running[step.name] = (proc, time.perf_counter(), log)
-                    pending.remove(step)
-                    echo(f"[start] {step.name}")
-                if not running and pending:
-                    missing = sorted({d for s in pending for d in s.deps if d not in done})
-                    raise LcposeError(
-                        f"steps wait for unfinished dependencies: {', '.join(missing)}"
-                    )
+            runnable = sorted((s for s in pending if ready(s)), key=order)
+            for step in runnable[: parallel - len(running)]:
+                log = open(logs / (step.name.replace("/", "__") + ".log"), "a")  # noqa: SIM115
+                cmd = [sys.executable, "-m", "experiments.run", "--out", str(out)]
+                cmd += ["--exec", step.name]
+                proc = subprocess.Popen(
+                    cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+                )
+                running[step.name] = (proc, time.perf_counter(), log)
+                pending.remove(step)
+                echo(f"[start] {step.name}")
+            if not running and pending:
+                missing = sorted({d for s in pending for d in s.deps if d not in done})
+                raise LcposeError(f"steps wait for unfinished dependencies: {', '.join(missing)}")
             if not running:
                 break
             time.sleep(0.2)
@@ -297,7 +298,13 @@ def run_plan(
                     echo(f"[done {len(ran)}/{total}] {name} in {seconds:.1f} s")
                 else:
                     failed.append(name)
-                    echo(f"[FAILED] {name} (exit {proc.returncode}); see {logs}")
+                    blocked = downstream(pending, {name})
+                    held_back |= blocked
+                    pending = [s for s in pending if s.name not in blocked]
+                    echo(
+                        f"[FAILED] {name} (exit {proc.returncode}); see {logs}; "
+                        f"{len(blocked)} step(s) that need it will not run, the others go on"
+                    )
     except KeyboardInterrupt:
         for proc, _, _ in running.values():
             if proc.poll() is None:
@@ -313,5 +320,20 @@ def run_plan(
             log_file = logs / (name.replace("/", "__") + ".log")
             lines = log_file.read_text(errors="replace").strip().splitlines()
             tails.append(f"{name}: {lines[-1] if lines else 'no output'}")
-        raise LcposeError("steps failed: " + " | ".join(tails))
+        held = f" ({len(held_back)} step(s) that need them did not run)" if held_back else ""
+        raise LcposeError("steps failed: " + " | ".join(tails) + held)
     return ran
+
+
+def downstream(steps: list[Step], names: set[str]) -> set[str]:
+    """The names of the steps among `steps` that need one of `names`, directly or through
+    another of `steps`."""
+    children = _children(steps)
+    found: set[str] = set()
+    todo = [s.name for s in steps if names & set(s.deps)]
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(children[name])
+    return found

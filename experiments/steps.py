@@ -36,7 +36,7 @@ from lcdata.show import render_figure
 from lcdata.store.lock import LOCK_PREFIX
 from lcdata.store.refs import resolve_source_store
 from lcdata.synth.scene import SynthConfig, generate
-from trainer.config import KEPT_DIR
+from trainer.config import KEPT_DIR, TrainConfig
 from trainer.evaluate import Protocol, run_oracle, select_records
 from trainer.infer import load_predictor, run_model
 
@@ -132,9 +132,10 @@ memory order, a speed path that changes results only by float rounding (not a re
 a parked fit continues in it); the marker records it."""
 
 
-def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
-    from trainer.fit import fit
-
+def fit_train_config(cfg: ExperimentConfig, args: dict[str, Any]) -> tuple[TrainConfig, bool]:
+    """The `TrainConfig` a fit step trains with on this machine (the config's, with this
+    run's --amp and --channels-last), and whether it may continue a checkpoint trained in
+    another precision (only under --amp, and never for a row whose point is its precision)."""
     tc = train_config(cfg, seed=args["seed"], target=args["target"])
     if args.get("curve"):  # the learning curve evaluates every checkpoint
         tc = replace(tc, keep_checkpoints=True)
@@ -145,11 +146,52 @@ def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str,
         tc, override = replace(tc, amp=args["amp"]), None
     if os.environ.get(CHANNELS_LAST_ENV) == "1":
         tc = replace(tc, channels_last=True)
+    return tc, bool(override)
+
+
+def check_unfinished_fits(cfg: ExperimentConfig, out: Path, steps: list[Step]) -> None:
+    """Refuse, before any step runs, an unfinished fit whose checkpoint this run cannot
+    continue (another precision without --amp, another schedule or batch size): otherwise
+    the runner would spend the store rebuilds ahead of it (40 minutes on two cores for
+    experiment v2) and only then stop at the fit.
+
+    Raises:
+        LcposeError: one line naming the checkpoint, the difference and the way out.
+    """
+    from trainer.checkpoint import config_difference, load_training_checkpoint
+
+    for step in steps:
+        if step.kind != "fit" or marker_path(out, step.name).is_file():
+            continue
+        path = _p(out, step.args["run"]) / "checkpoint.pt"
+        if not path.is_file():
+            continue
+        tc, allow_amp_change = fit_train_config(cfg, step.args)
+        saved = load_training_checkpoint(path)["config"]
+        problem = config_difference(saved, tc, allow_amp_change=allow_amp_change)
+        if problem is None:
+            continue
+        if problem.startswith("checkpoint has amp="):
+            way_out = (
+                f"run with --amp {tc.amp} to continue it in {tc.amp} (recorded in its "
+                f"amp_history), or --amp {saved.get('amp', 'off')} to keep its precision"
+            )
+        else:
+            way_out = "delete it to train this step from scratch, or restore the config"
+        raise LcposeError(
+            f"{path}: {step.name} cannot continue: {problem.split(';')[0]}; {way_out}"
+        )
+
+
+def run_fit(cfg: ExperimentConfig, out: Path, args: dict[str, Any]) -> dict[str, Any]:
+    from trainer.fit import fit
+
+    tc, allow_amp_change = fit_train_config(cfg, args)
     run = _p(out, args["run"])
     t0 = time.perf_counter()
     result = fit(
         tc, _p(out, args["store"]), run, resume=True, progress=False,
-        allow_amp_change=bool(override),
+        allow_amp_change=allow_amp_change,
     )  # fmt: skip
     return {
         "run": args["run"],

@@ -363,6 +363,83 @@ def test_amp_override_reaches_every_fit_and_is_recorded(tmp_path, monkeypatch):
     assert seen == {"amp": "off", "allow": False, "nhwc": False}
 
 
+def test_an_unfinished_fit_that_cannot_continue_is_refused_before_any_step(tmp_path, monkeypatch):
+    """A parked fp32 checkpoint under a bf16 config stops the runner at once, with the
+    checkpoint and the --amp way out in one line, not after the store rebuilds ahead of it;
+    under --amp it continues; a finished fit's checkpoint is not read."""
+    from dataclasses import asdict
+
+    import trainer.checkpoint
+    from experiments import steps as steps_mod
+    from experiments.config import train_config
+
+    cfg = load_config(QUICK_CONFIG)
+    cfg = replace(cfg, train={**cfg.train, "amp": "bf16"})
+    args = {"seed": 0, "target": "target", "run": "g/runs/lc", "store": "g/lc.zarr"}
+    fit = Step("g/fit/lc", "fit", ("g/target/lc",), args)
+    other = Step("g/target/lc", "correct", (), {})
+    saved = asdict(replace(train_config(cfg, seed=0, target="target"), amp="off"))
+    monkeypatch.setattr(trainer.checkpoint, "load_training_checkpoint", lambda p: {"config": saved})
+    steps_mod.check_unfinished_fits(cfg, tmp_path, [other, fit])  # no checkpoint yet
+    (tmp_path / "g/runs/lc").mkdir(parents=True)
+    (tmp_path / "g/runs/lc/checkpoint.pt").write_bytes(b"")
+    with pytest.raises(LcposeError) as err:
+        steps_mod.check_unfinished_fits(cfg, tmp_path, [other, fit])
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "g/runs/lc/checkpoint.pt") in message
+    assert "amp='off'" in message and "--amp bf16" in message and "--amp off" in message
+    monkeypatch.setenv(steps_mod.AMP_ENV, "bf16")  # experiments.run --amp bf16
+    steps_mod.check_unfinished_fits(cfg, tmp_path, [other, fit])
+    monkeypatch.setenv(steps_mod.AMP_ENV, "off")
+    steps_mod.check_unfinished_fits(cfg, tmp_path, [other, fit])
+    # another schedule cannot continue, whatever --amp says
+    saved["steps"] = 999
+    with pytest.raises(LcposeError, match="steps=999"):
+        steps_mod.check_unfinished_fits(cfg, tmp_path, [fit])
+    # a finished fit's checkpoint stays unread
+    marker_path(tmp_path, fit.name).parent.mkdir(parents=True, exist_ok=True)
+    marker_path(tmp_path, fit.name).write_text("{}")
+    steps_mod.check_unfinished_fits(cfg, tmp_path, [fit])
+
+
+def test_a_failed_child_holds_back_only_its_dependents(tmp_path, monkeypatch):
+    """With child processes, a failed step's dependents are dropped, every other step still
+    runs, and the run then raises, naming the failure and how many steps it held back."""
+    from experiments import schedule
+
+    launched: list[str] = []
+
+    class FakeChild:  # `python -m experiments.run --exec STEP`, finished at once
+        def __init__(self, cmd, **_):
+            name = cmd[cmd.index("--exec") + 1]
+            launched.append(name)
+            self.returncode = 1 if name == "a/fit" else 0
+            if self.returncode == 0:
+                marker_path(tmp_path, name).parent.mkdir(parents=True, exist_ok=True)
+                marker_path(tmp_path, name).write_text("{}")
+            else:
+                print("Error: boom", file=_["stdout"], flush=True)
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(schedule.subprocess, "Popen", FakeChild)
+    steps = [
+        Step("a/fit", "fit", rank=1),
+        Step("a/eval", "evaluate", ("a/fit",), rank=1),
+        Step("a/curve", "curve", ("a/eval",), rank=1),
+        Step("b/fit", "fit", rank=2),
+        Step("b/eval", "evaluate", ("b/fit",), rank=2),
+    ]
+    echoed: list[str] = []
+    with pytest.raises(LcposeError) as err:
+        schedule.run_plan(tmp_path, steps, parallel=2, threads=1, execute=None, echo=echoed.append)
+    assert launched == ["a/fit", "b/fit", "b/eval"]
+    assert marker_path(tmp_path, "b/eval").is_file()
+    assert "a/fit: Error: boom" in str(err.value) and "2 step(s)" in str(err.value)
+    assert any(line.startswith("[FAILED] a/fit") for line in echoed)
+
+
 def test_trainings_run_row_by_row_in_the_configs_order(tmp_path):
     """Experiment v2 cut short has whole rows: the teachers, then each student row on every
     seed in the order of `protocol.methods`, the clean bound, the sweep, the iterations."""

@@ -151,6 +151,27 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def config_difference(
+    saved: dict[str, Any], cfg: TrainConfig, *, allow_amp_change: bool = False
+) -> str | None:
+    """The first `RESUME_KEYS` field in which a checkpoint's saved config and `cfg` differ,
+    as "checkpoint has k=old, this run k=new" (with the way out for a precision change), or
+    None when the run may continue the checkpoint (store and target are checked apart)."""
+    old_cfg, new_cfg = dict(saved), asdict(cfg)
+    # checkpoints of lcpose before `lanes` existed: the stream had one lane per reader
+    if "lanes" not in old_cfg:  # (their `workers` was always a number)
+        old_cfg["lanes"] = max(1, int(old_cfg.get("workers") or 0))
+    old_cfg.setdefault("amp", "off")
+    old_cfg.setdefault("augment", "off")
+    keys = [k for k in RESUME_KEYS if not (allow_amp_change and k == "amp")]
+    key = first_difference(old_cfg, new_cfg, keys)
+    if key is None:
+        return None
+    return f"checkpoint has {key}={old_cfg.get(key)!r}, this run {key}={new_cfg[key]!r}" + (
+        "; --allow-amp-change continues it in this precision" if key == "amp" else ""
+    )
+
+
 def check_resume(
     ckpt: dict[str, Any],
     cfg: TrainConfig,
@@ -174,19 +195,9 @@ def check_resume(
             f"{model.model_kwargs}"
         )
     # the run's options first: with other options (--augment) a run also reads other arrays
-    old_cfg, new_cfg = dict(ckpt["config"]), asdict(cfg)
-    # checkpoints of lcpose before `lanes` existed: the stream had one lane per reader
-    if "lanes" not in old_cfg:  # (their `workers` was always a number)
-        old_cfg["lanes"] = max(1, int(old_cfg.get("workers") or 0))
-    old_cfg.setdefault("amp", "off")
-    old_cfg.setdefault("augment", "off")
-    keys = [k for k in RESUME_KEYS if not (allow_amp_change and k == "amp")]
-    key = first_difference(old_cfg, new_cfg, keys)
-    if key is not None:
-        raise LcposeError(
-            f"{where}: checkpoint has {key}={old_cfg.get(key)!r}, this run {key}={new_cfg[key]!r}"
-            + ("; --allow-amp-change continues it in this precision" if key == "amp" else "")
-        )
+    problem = config_difference(ckpt["config"], cfg, allow_amp_change=allow_amp_change)
+    if problem is not None:
+        raise LcposeError(f"{where}: {problem}")
     changed = _store_difference(ckpt, spec)
     if changed is not None:
         raise LcposeError(
