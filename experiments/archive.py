@@ -28,7 +28,7 @@ import shutil
 from pathlib import Path
 
 from experiments.plan import Step
-from experiments.schedule import marker_path, output_of
+from experiments.schedule import marker_path, output_of, replaced_path
 from lcdata.io import write_json_atomic
 
 SMALL_FILES = (
@@ -227,6 +227,13 @@ def restore(out: Path, steps: list[Step], dest: Path) -> list[str]:
             continue
         for s in members:
             if s.name not in keep:
+                if s.kind == "fit" and s.name in body["steps"]:
+                    # a training that runs again (a later row needs its lost weights); its
+                    # row's results are the first training's, whose marker the new one keeps
+                    keep_first = replaced_path(out, s.name)
+                    if not marker_path(out, s.name).is_file() and not keep_first.is_file():
+                        keep_first.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(dest / "steps" / marker_path(out, s.name).name, keep_first)
                 continue
             target = marker_path(out, s.name)
             if not target.is_file():

@@ -339,6 +339,22 @@ def plan(cfg: ExperimentConfig) -> list[Step]:
                     cost=10,
                 )
             )
+            # The x2 rows' teacher evaluated like a student: where its weights were kept it is
+            # the training of its own row (a check of the export); where they were lost it
+            # trained again, in this machine's precision (a second precision check).
+            add(
+                Step(
+                    f"{d}/eval/{first}_teacher",
+                    "evaluate",
+                    (exp2,),
+                    {
+                        "model": f"{d}/models/{first}.pt2",
+                        "val": val,
+                        "out": f"{d}/eval/{first}_teacher",
+                    },
+                    cost=30,
+                )
+            )
             cache2 = add(
                 Step(
                     f"{d}/teacher_pass/{first}",

@@ -227,18 +227,63 @@ def _precision(history: list[dict[str, Any]] | None, default: str) -> str:
     )
 
 
+def row_training(runs: Runs, name: str) -> dict[str, Any] | None:
+    """The marker of the training that a row's evaluation scored (`name`: a fit step). A
+    training that ran again after its row was evaluated (its weights were lost and a later
+    row needed them: the x2 rows' teacher) keeps the first one's marker as `replaced`."""
+    body = runs.markers.get(name)
+    if body is None or "replaced" not in body:
+        return body
+    evaluated = runs.markers.get(name.replace("/fit/", "/eval/"))
+    if evaluated is not None and evaluated["finished"] < body["finished"]:
+        return body["replaced"]
+    return body
+
+
 def fit_precisions(runs: Runs) -> dict[str, list[str]]:
-    """The trainings by precision: {'bf16': ['p0.10_q0.10_s0 baseline', ...], ...}. A fit
-    whose marker predates `amp_history` ran in the config's `train.amp`."""
+    """The trainings by precision: {'bf16': ['p0.10_q0.10_s0 baseline', ...], ...}; a
+    training that ran again as the x2 rows' teacher is listed twice, the second time as
+    'again'. A fit whose marker predates `amp_history` ran in the config's `train.amp`."""
     default = str(runs.cfg.train.get("amp", "off"))
     out: dict[str, list[str]] = {}
     for name, body in sorted(runs.markers.items()):
         if body.get("kind") != "fit":
             continue
-        mode = _precision(body["outputs"].get("amp_history"), default)
         group, _, method = name.split("/")
-        out.setdefault(mode, []).append(f"{group} {method}")
+        row = row_training(runs, name)
+        for training, tag in ((row, ""), (body, " again")) if row is not body else ((body, ""),):
+            mode = _precision(training["outputs"].get("amp_history"), default)
+            out.setdefault(mode, []).append(f"{group} {method}{tag}")
     return out
+
+
+def teacher_check_text(runs: Runs) -> str:
+    """The x2 rows' teacher (`eval/<first>_teacher`, its exported model) against its own
+    row, seed by seed: the same training where its weights were kept (a check of the
+    export), a training again in another precision where they were lost."""
+    default = str(runs.cfg.train.get("amp", "off"))
+    parts = []
+    for d in main_datasets(runs):
+        for name in sorted(runs.markers):
+            if not (name.startswith(f"{d.name}/eval/") and name.endswith("_teacher")):
+                continue
+            method = name.rsplit("/", 1)[1].removesuffix("_teacher")
+            again, first = runs.metric(d.name, f"{method}_teacher"), runs.metric(d.name, method)
+            body = runs.markers.get(f"{d.name}/fit/{method}")
+            row = row_training(runs, f"{d.name}/fit/{method}")
+            if again is None or first is None or body is None or row is None:
+                continue
+            label = METHODS[method].label if method in METHODS else method
+            if row is body:
+                parts.append(f"seed {d.seed}, {label} exported as the x2 teacher: {again:.1f} "
+                             f"against {first:.1f}, the same training")  # fmt: skip
+                continue
+            now = _precision(body["outputs"].get("amp_history"), default)
+            was = _precision(row["outputs"].get("amp_history"), default)
+            parts.append(f"seed {d.seed}, {label} trained again in {now} as the x2 teacher "
+                         f"(its weights were lost): {again:.1f} against {first:.1f} ({was}), "
+                         f"{again - first:+.1f}")  # fmt: skip
+    return ("The x2 rows' teacher evaluated: " + "; ".join(parts) + ".") if parts else ""
 
 
 def precision_check_text(runs: Runs) -> str:
@@ -352,13 +397,17 @@ def setup_section(runs: Runs) -> list[str]:
             "- **Precision** differs between trainings (they ran on machines with and without "
             "bf16 units): " + "; ".join(parts) + ". At 200 steps bf16 ended within 0.2% of "
             "fp32's loss (docs/training.md); a paired difference between rows of different "
-            "precision includes that effect. " + precision_check_text(runs)
+            "precision includes that effect. "
+            + precision_check_text(runs)
+            + (f" {text}" if (text := teacher_check_text(runs)) else "")
         )
     elif by_precision:
         lines.append(f"- **Precision**: every training in {next(iter(by_precision))}.")
     fits = [b for n, b in runs.markers.items() if b["kind"] == "fit"]
+    again = [b["replaced"] for b in fits if "replaced" in b]  # trainings run twice: both
+    fits += again
     step_s = [b["outputs"]["step_s"] for b in fits if b["outputs"].get("step_s")]
-    total = sum(b["seconds"] for b in runs.markers.values())
+    total = sum(b["seconds"] for b in [*runs.markers.values(), *again])
     lines.append(
         f"- **Compute**: {len(runs.markers)} steps, {len(fits)} trainings, {total / 3600:.2f} h "
         f"of step time in all (summed over parallel processes)"

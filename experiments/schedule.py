@@ -30,6 +30,13 @@ def marker_path(out: Path, name: str) -> Path:
     return out / "steps" / (name.replace("/", "__") + ".json")
 
 
+def replaced_path(out: Path, name: str) -> Path:
+    """Where the marker of a finished training waits while it trains again (its weights were
+    lost and a later step needs them): `execute_step` folds it into the new marker as
+    `replaced`, since the evaluations of its row are still the first training's."""
+    return out / "steps" / "replaced" / (name.replace("/", "__") + ".json")
+
+
 def read_marker(out: Path, name: str) -> dict[str, Any] | None:
     path = marker_path(out, name)
     if not path.is_file():
@@ -102,7 +109,12 @@ def drop_stale_markers(out: Path, steps: list[Step]) -> list[str]:
                         dropped.append(s.name)
                         todo.append(s.name)
     for name in dropped:
-        marker_path(out, name).unlink()
+        if by_name[name].kind == "fit":  # its row's results stay the first training's
+            keep = replaced_path(out, name)
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            marker_path(out, name).replace(keep)
+        else:
+            marker_path(out, name).unlink()
     return dropped
 
 

@@ -23,7 +23,7 @@ import zarr
 
 from experiments.config import ExperimentConfig, train_config
 from experiments.plan import Step
-from experiments.schedule import marker_path
+from experiments.schedule import marker_path, replaced_path
 from lcdata.build.gt import BuildConfig, build_gt_store
 from lcdata.correction.coverage import teacher_coverage
 from lcdata.correction.write import run_correct
@@ -463,5 +463,10 @@ def execute_step(cfg: ExperimentConfig, out: Path, step: Step) -> dict[str, Any]
         "seconds": time.perf_counter() - t0,
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    replaced = replaced_path(out, step.name)
+    if replaced.is_file():  # a training again: its row's results are the first training's
+        first = json.loads(replaced.read_text(encoding="utf-8"))
+        body["replaced"] = first.get("replaced", first)
     write_json_atomic(marker_path(out, step.name), body)
+    replaced.unlink(missing_ok=True)
     return body

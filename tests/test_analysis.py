@@ -163,6 +163,54 @@ def test_report_names_each_trainings_precision(tmp_path):
     assert "every training in fp32" in "\n".join(setup_section(Runs(tmp_path, cfg, same)))
 
 
+def test_a_row_keeps_the_precision_of_the_training_it_scored_and_its_retrain_is_checked(
+    tmp_path,
+):
+    """LC trained again in bf16 as the x2 teacher (its weights were lost) after its row was
+    evaluated in fp32: the row is listed under fp32, the retraining under bf16 as 'again',
+    both count in Compute, and the x2 teacher's evaluation is set against the row (where the
+    weights were kept, it is the same training: a check of the export)."""
+    from experiments.config import load_config
+    from experiments.report import Runs, fit_precisions, setup_section, teacher_check_text
+
+    cfg = load_config(Path(__file__).parents[1] / "experiments" / "aug_k8.toml")
+
+    def fit(amp: str, finished: str, **extra) -> dict:
+        history = [{"from_step": 0, "amp": amp}]
+        return {"kind": "fit", "seconds": 3600.0, "finished": finished, **extra,
+                "outputs": {"amp_history": history, "step_s": 0.2}}  # fmt: skip
+
+    def ev(ap: float, finished: str) -> dict:
+        return {"kind": "evaluate", "seconds": 0.0, "finished": finished,
+                "outputs": {"metrics": {"clean": {"AP": ap}}}}  # fmt: skip
+
+    first = fit("off", "2026-12-01 10:00:00")
+    markers = {
+        "p0.10_q0.10_s0/fit/lc": fit("bf16", "2026-12-08 10:00:00", replaced=first),
+        "p0.10_q0.10_s0/eval/lc": ev(0.532, "2026-12-01 10:05:00"),
+        "p0.10_q0.10_s0/eval/lc_teacher": ev(0.541, "2026-12-08 10:05:00"),
+        "p0.10_q0.10_s2/fit/lc": fit("off", "2026-12-02 10:00:00"),
+        "p0.10_q0.10_s2/eval/lc": ev(0.525, "2026-12-02 10:05:00"),
+        "p0.10_q0.10_s2/eval/lc_teacher": ev(0.525, "2026-12-08 11:05:00"),
+    }
+    runs = Runs(out=tmp_path, cfg=cfg, markers=markers)
+    assert fit_precisions(runs) == {
+        "fp32": ["p0.10_q0.10_s0 lc", "p0.10_q0.10_s2 lc"],
+        "bf16": ["p0.10_q0.10_s0 lc again"],
+    }
+    text = teacher_check_text(runs)
+    again = "seed 0, LC trained again in bf16 as the x2 teacher (its weights were lost)"
+    assert f"{again}: 54.1 against 53.2 (fp32), +0.9" in text
+    assert "seed 2, LC exported as the x2 teacher: 52.5 against 52.5, the same training" in text
+    setup = "\n".join(setup_section(runs))
+    assert text in setup and "3 trainings, 3.00 h of step time" in setup
+    # a training that ran again before its row's evaluation: the row scored the new one
+    markers["p0.10_q0.10_s0/eval/lc"] = ev(0.532, "2026-12-08 10:05:00")
+    assert fit_precisions(Runs(out=tmp_path, cfg=cfg, markers=markers)) == {
+        "bf16": ["p0.10_q0.10_s0 lc"], "fp32": ["p0.10_q0.10_s2 lc"]
+    }  # fmt: skip
+
+
 def test_precision_check_retrains_the_baseline_in_its_precision_and_reports_the_change(
     tmp_path,
 ):

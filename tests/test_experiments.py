@@ -21,7 +21,12 @@ from experiments.config import QUICK_CONFIG, load_config
 from experiments.plan import Step, plan, select
 from experiments.report import Stat, verdict
 from experiments.run import main
-from experiments.schedule import drop_changed_markers, drop_stale_markers, marker_path
+from experiments.schedule import (
+    drop_changed_markers,
+    drop_stale_markers,
+    marker_path,
+    replaced_path,
+)
 from lcdata.config import SYNTH_RENDER
 from lcdata.errors import LcposeError
 
@@ -221,6 +226,43 @@ def test_a_students_export_runs_with_it_and_a_lost_student_waits_for_its_consume
     assert order(["g/store", "g/eval/lc"]) == [
         "g/fit/kd05", "g/eval/kd05", "g/fit/lc", "g/export/lc", "g/fit/lc_x2"
     ]  # fmt: skip
+
+
+def test_a_training_run_again_for_its_lost_weights_keeps_the_first_ones_marker(
+    tmp_path, monkeypatch
+):
+    """LC x2 needs LC's weights; where they were lost, LC trains again (perhaps in another
+    precision) while its row keeps the first training's evaluation. The first marker waits in
+    steps/replaced/ and the new marker keeps it as `replaced`, so the report can tell which
+    training its row scored."""
+    from experiments import steps as steps_mod
+
+    steps = [
+        Step("g/store", "gt_store", args={"out": "g/gt.zarr"}),
+        Step("g/fit/lc", "fit", ("g/store",), {"run": "g/runs/lc"}, rank=1),
+        Step("g/eval/lc", "evaluate", ("g/fit/lc",)),
+        Step("g/export/lc", "export", ("g/fit/lc",), {"out": "g/models/lc.pt2"}),
+    ]
+    (tmp_path / "g" / "gt.zarr").mkdir(parents=True)
+    (tmp_path / "g" / "gt.zarr" / "zarr.json").write_text("{}")
+    first = {"step": "g/fit/lc", "kind": "fit", "seconds": 5.0, "finished": "2026-12-01 10:00:00",
+             "outputs": {"amp_history": [{"from_step": 0, "amp": "off"}]}}  # fmt: skip
+    (tmp_path / "steps").mkdir()
+    for name, body in (("g/store", {}), ("g/fit/lc", first), ("g/eval/lc", {})):
+        marker_path(tmp_path, name).write_text(json.dumps(body))
+    assert drop_stale_markers(tmp_path, steps) == ["g/fit/lc"]
+    assert not marker_path(tmp_path, "g/fit/lc").exists()
+    assert json.loads(replaced_path(tmp_path, "g/fit/lc").read_text()) == first
+    assert marker_path(tmp_path, "g/eval/lc").is_file()  # the row keeps its evaluation
+    again = {"amp_history": [{"from_step": 0, "amp": "bf16"}]}
+    monkeypatch.setitem(steps_mod.KINDS, "fit", lambda cfg, out, args: again)
+    body = steps_mod.execute_step(load_config(QUICK_CONFIG), tmp_path, steps[1])
+    assert body["outputs"] == again and body["replaced"] == first
+    assert json.loads(marker_path(tmp_path, "g/fit/lc").read_text()) == body
+    assert not replaced_path(tmp_path, "g/fit/lc").exists()
+    # a plain training has no `replaced`
+    marker_path(tmp_path, "g/fit/lc").unlink()
+    assert "replaced" not in steps_mod.execute_step(load_config(QUICK_CONFIG), tmp_path, steps[1])
 
 
 def test_markers_of_steps_whose_settings_changed_run_again_with_their_dependents(tmp_path):
@@ -528,6 +570,17 @@ def test_archived_groups_restore_on_a_fresh_machine(quick_run, tmp_path):
     for kept in ("fit/baseline", "export/baseline", "eval/baseline", "fit/lc", "eval/lc"):
         assert f"{group}/{kept}" in done, kept
     assert (again / group / "models" / "baseline.pt2").is_file()
+    # a plan that grew by a row that needs the LC student's weights (not archived): LC trains
+    # again, and its archived marker waits in steps/replaced/ to be kept by the new one
+    needs_lc = [*steps, Step(f"{group}/export/lc_again", "export", (f"{group}/fit/lc",),
+                             {"out": f"{group}/models/lc_again.pt2"})]  # fmt: skip
+    third = tmp_path / "third"
+    third.mkdir()
+    assert group in restore(third, needs_lc, results)
+    assert not marker_path(third, f"{group}/fit/lc").exists()
+    assert marker_path(third, f"{group}/eval/lc").is_file()
+    kept = json.loads(replaced_path(third, f"{group}/fit/lc").read_text())
+    assert kept == json.loads(marker_path(out, f"{group}/fit/lc").read_text())
     # a plan that lost steps is another experiment: nothing restored
     assert group not in restore(tmp_path / "lost", steps[1:], results)
 
