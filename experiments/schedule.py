@@ -34,7 +34,8 @@ def replaced_path(out: Path, name: str) -> Path:
     """Where the marker of a finished training waits while it trains again (its weights were
     lost and a later step needs them): `execute_step` folds it into the new marker as
     `replaced`, since the evaluations of its row are still the first training's."""
-    return out / "steps" / "replaced" / (name.replace("/", "__") + ".json")
+    marker = marker_path(out, name)
+    return marker.parent / "replaced" / marker.name
 
 
 def read_marker(out: Path, name: str) -> dict[str, Any] | None:
