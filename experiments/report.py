@@ -1313,6 +1313,8 @@ def discussion_section(runs: Runs) -> list[str]:
                 + (f" ({CLAIM_SD:g} x {sd:.1f})." if sd else ".")
             )
         bullets.append(text)
+    if (grown := schedule_bullet(runs)) is not None:
+        bullets.append(grown)
     if n < 3:
         bullets.append(f"**Seeds**: {n} seed(s) only; differences are reported, not claimed.")
     else:
@@ -1399,14 +1401,69 @@ def headline_section(runs: Runs) -> list[str]:
     ]
 
 
+def _compared(runs: Runs) -> dict[str, Any] | None:
+    """The recorded summary of the experiment named by `compare_with`, if this checkout has it."""
+    if not runs.cfg.compare_with:
+        return None
+    path = resolve_path(runs.cfg.compare_with)
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def growth_text(before: tuple[float, float | None, int], after: Stat) -> str:
+    """How a gain (AP difference, mean ± std over seeds) changed between two experiments.
+
+    `before` is (mean, std, seeds) from another experiment's summary, `after` this one's
+    per-seed differences. The two were not paired with each other, so a change counts only
+    beyond CLAIM_SD x sqrt(std_before^2 + std_after^2); with one seed on either side it is
+    reported, not claimed.
+    """
+    mean, sd, n = before
+    change = after.mean - mean
+    head = f"{mean:+.1f} -> {after.mean:+.1f} AP ({change:+.1f})"
+    if n < 2 or after.n < 2 or sd is None:
+        return f"{head}; one seed on a side, no claim"
+    spread = CLAIM_SD * float(np.hypot(sd, after.sd))
+    if change > spread:
+        word = "grew"
+    elif change < -spread:
+        word = "shrank"
+    else:
+        word = "no clear change"
+    return f"{head}: {word} (threshold {spread:.1f})"
+
+
+def schedule_bullet(runs: Runs) -> str | None:
+    """Discussion: whether the gains over the Baseline grew with this experiment's schedule."""
+    other = _compared(runs)
+    if other is None:
+        return None
+    parts = []
+    for method in ("lc", "kd05", "clean"):
+        row = other["rows"].get(method)
+        here = paired(runs, method, "baseline")
+        if row is None or "dAP" not in row or here.n == 0:
+            continue
+        mean, sd = row["dAP"]
+        parts.append(f"{METHODS[method].label} {growth_text((mean, sd, row['seeds']), here)}")
+    if not parts:
+        return None
+    sched = other["schedule"]
+    return (
+        f"**With the schedule** (gain over the Baseline, {sched['steps']:,} steps -> "
+        f"{runs.cfg.train_steps:,} steps; the two experiments are not paired, so a change "
+        f"counts beyond a threshold of {CLAIM_SD:g} x their combined std): "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def comparison_section(runs: Runs) -> list[str]:
     """This experiment beside another one's recorded summary (`compare_with`): what changed."""
     if not runs.cfg.compare_with:
         return []
-    path = resolve_path(runs.cfg.compare_with)
-    if not path.is_file():
+    other = _compared(runs)
+    if other is None:
         return [f"(`compare_with`: {runs.cfg.compare_with} is not in this checkout)", ""]
-    other = json.loads(path.read_text(encoding="utf-8"))
     sched = other["schedule"]
 
     def cell(mean: float | None, sd: float | None, *, sign: bool = False) -> str:

@@ -96,6 +96,32 @@ def test_report_sets_the_short_regime_beside_this_experiment(tmp_path):
     assert "not in this checkout" in comparison_section(Runs(tmp_path, missing, markers))[0]
 
 
+def test_discussion_says_whether_a_gain_grew_with_the_schedule(tmp_path):
+    """Unpaired across experiments: a change counts beyond 2 x the combined std."""
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, Stat, growth_text, schedule_bullet
+
+    assert growth_text((0.7, 0.3, 3), Stat((2.0, 2.2, 2.4))) == (
+        "+0.7 -> +2.2 AP (+1.5): grew (threshold 0.7)"
+    )
+    assert growth_text((0.7, 0.3, 3), Stat((-1.0, -0.8, -0.9))).endswith("shrank (threshold 0.6)")
+    assert "no clear change" in growth_text((0.7, 0.3, 3), Stat((0.0, 2.0, 1.0)))
+    assert growth_text((2.5, None, 1), Stat((3.0, 4.0))).endswith("one seed on a side, no claim")
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_fresh.toml")
+    markers = {}
+    for seed, (base, lc) in enumerate(((0.47, 0.49), (0.48, 0.50), (0.46, 0.485))):
+        for method, ap in (("baseline", base), ("lc", lc)):
+            markers[f"p0.10_q0.10_s{seed}/eval/{method}"] = {
+                "outputs": {"metrics": {"clean": {"AP": ap}}}
+            }
+    text = schedule_bullet(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    # short regime: LC +0.7 ± 0.3 (3 seeds); here +2.0, +2.0, +2.5 -> +2.2 ± 0.3
+    assert text is not None and "1,200 steps" in text
+    assert "LC +0.7 -> +2.2 AP (+1.5): grew (threshold 0.8)" in text
+    assert "KD" not in text  # no KD student here, so no KD line
+
+
 def test_headline_has_the_three_numbers_from_paired_seeds(tmp_path):
     """LC vs Baseline, the best correction vs LC and the cost at p = q = 0, each a paired
     difference over the seeds that have both rows; the best correction is the one with the
