@@ -263,11 +263,10 @@ def teacher_check_text(runs: Runs) -> str:
     export), a training again in another precision where they were lost."""
     default = str(runs.cfg.train.get("amp", "off"))
     parts = []
+    # the plan evaluates `eval/<first>_teacher` for each iterated row's teacher (plan.py)
+    teachers = dict.fromkeys(METHODS[m].teacher for m in runs.cfg.protocol.iterate)
     for d in main_datasets(runs):
-        for name in sorted(runs.markers):
-            if not (name.startswith(f"{d.name}/eval/") and name.endswith("_teacher")):
-                continue
-            method = name.rsplit("/", 1)[1].removesuffix("_teacher")
+        for method in teachers:
             again, first = runs.metric(d.name, f"{method}_teacher"), runs.metric(d.name, method)
             body = runs.markers.get(f"{d.name}/fit/{method}")
             row = row_training(runs, f"{d.name}/fit/{method}")
