@@ -299,3 +299,28 @@ def test_corrections_table_scores_labels_over_the_seeds_whose_student_finished(t
     text = "\n".join(corrections_section(Runs(out=tmp_path, cfg=cfg, markers=markers)))
     assert "| 0.10 | LC | 2 | 53.5 ± 0.7 | +2.5 ± 0.7 (gain) |  | 71.0 ± 1.4 |" in text
     assert "+1.0 ± 0.0 (gain)" in text  # LC-TTA vs LC, paired per seed
+
+
+def test_discussion_gives_the_share_of_the_clean_bound_gap_each_correction_closes(tmp_path):
+    """Per seed (c - b gap, y - b gain), averaged; a seed without the bound does not count."""
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, discussion_section
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_k8.toml")
+    aps = {  # seed: {method: AP}
+        0: {"baseline": 0.50, "clean": 0.55, "lc": 0.53, "kp_tta": 0.54, "lc_ttaz": 0.52},
+        1: {"baseline": 0.52, "clean": 0.54, "lc": 0.53, "kp_tta": 0.546},
+        2: {"baseline": 0.51, "lc": 0.60, "kp_tta": 0.60},  # no bound on seed 2
+    }
+    markers = {
+        f"p0.10_q0.10_s{seed}/eval/{method}": {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+        for seed, row in aps.items()
+        for method, ap in row.items()
+    }
+    text = "\n".join(discussion_section(Runs(out=tmp_path, cfg=cfg, markers=markers)))
+    assert "**Room to improve** (seed(s) 0, 1, where the clean bound was trained)" in text
+    assert "+3.5 ± 2.1 AP over the Baseline" in text
+    # LC (3/5 + 1/2) / 2 = 55%; keypoints (4/5 + 13/10) / 2 = 105%; flip+zoom only seed 0: 40%
+    assert "LC 55%;" in text
+    assert "LC keypoints, flip-TTA teacher 105%" in text
+    assert "LC, flip+zoom-TTA teacher 40% (1 seed(s))" in text
