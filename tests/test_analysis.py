@@ -325,3 +325,47 @@ def test_discussion_gives_the_share_of_the_clean_bound_gap_each_correction_close
     assert "LC 57%;" in text
     assert "LC keypoints, flip-TTA teacher 94%" in text
     assert "LC, flip+zoom-TTA teacher 40% (1 seed(s))" in text
+
+
+def test_discussion_states_the_goal_of_the_corrections_criterion_by_criterion(tmp_path):
+    """Label quality above LC's (mean of per-seed differences), students above LC beyond
+    2 std, not a loss against the Baseline at p = q = 0; open while a criterion is unmeasured."""
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, goal_bullet
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_k8.toml")
+    aps = {  # group: {method: (student AP, label-quality AP)}
+        "p0.10_q0.10_s0": {"lc": (0.53, 0.72), "lc_ttaz": (0.54, 0.74), "kp_tta": (0.540, 0.70)},
+        "p0.10_q0.10_s1": {"lc": (0.53, 0.72), "lc_ttaz": (0.53, 0.73), "kp_tta": (0.538, 0.71)},
+        "p0.10_q0.10_s2": {"lc": (0.52, 0.71), "lc_ttaz": (0.54, 0.73), "kp_tta": (0.529, 0.70)},
+    }
+    markers = {}
+    for group, rows in aps.items():
+        for method, (ap, quality) in rows.items():
+            markers[f"{group}/eval/{method}"] = {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+            markers[f"{group}/quality/{method}"] = {"outputs": {"metrics": {"AP": quality}}}
+    text = goal_bullet(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    assert text is not None
+    # flip+zoom: quality +1.7 (met), students +1.0 ± 1.0 (not met) -> not reached whatever p = 0
+    assert "label quality +1.7 ± 0.6 vs LC (met)" in text
+    assert "students +1.0 ± 1.0 vs LC (no clear difference) (not met)" in text
+    # keypoints: students +0.9 ± 0.1 (met), quality -1.3 (not met)
+    assert "label quality -1.3 ± 0.6 vs LC (not met), students +0.9 ± 0.1 vs LC (gain) (met)" in (
+        text
+    )
+    assert "(not measured yet)" in text  # no p = 0 rows
+    assert ": no correction reaches it." in text
+    # a correction that meets both measured criteria keeps the goal open until p = 0 is in
+    for group in aps:
+        markers[f"{group}/quality/kp_tta"]["outputs"]["metrics"]["AP"] = 0.75
+    text = goal_bullet(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    assert ": not reached yet; open until the missing rows finish." in text
+    for seed, (base, kp) in enumerate(((0.60, 0.61), (0.62, 0.615), (0.61, 0.612))):
+        for method, ap in (("baseline", base), ("kp_tta", kp)):
+            markers[f"p0.00_q0.00_s{seed}/eval/{method}"] = {
+                "outputs": {"metrics": {"clean": {"AP": ap}}}
+            }
+    text = goal_bullet(Runs(out=tmp_path, cfg=cfg, markers=markers))
+    assert "at p = q = 0 +0.2 ± 0.8 vs Baseline (no clear difference) (met)" in text
+    assert ": reached by LC keypoints, flip-TTA teacher." in text
+    assert goal_bullet(Runs(out=tmp_path, cfg=cfg, markers={})) is None
