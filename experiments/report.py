@@ -1196,21 +1196,24 @@ def goal_bullet(runs: Runs) -> str | None:
         z = paired_over(runs, by_level.get(0.0, []), method, "baseline")
         if q.n == 0 and s.n == 0:
             continue
-        checks = [
-            (q.mean > 0 if q.n else None, f"label quality {q.fmt(sign=True)} vs LC"),
-            (verdict(s) == "gain" if s.n > 1 else None,
-             f"students {s.fmt(sign=True)} vs LC ({verdict(s)})"),
+        checks = [  # (met?, what, the 2-std verdict or "")
+            (q.mean > 0 if q.n else None, ("label quality", q, "LC"), ""),
+            (verdict(s) == "gain" if s.n > 1 else None, ("students", s, "LC"), verdict(s)),
             (verdict(z) != "loss" if z.n > 1 and main_level != 0.0 else None,
-             f"at p = q = 0 {z.fmt(sign=True)} vs Baseline ({verdict(z)})"),
+             ("at p = q = 0", z, "Baseline"), verdict(z)),
         ]  # fmt: skip
-        oks = [ok for ok, _ in checks]
+        oks = [ok for ok, _, _ in checks]
         if all(oks):
             reached.append(METHODS[method].label)
         open_ |= False not in oks and None in oks
-        parts.append(
-            f"{METHODS[method].label}: "
-            + ", ".join(f"{text} ({_state(ok)})" for ok, text in checks)
-        )
+        texts = []
+        for ok, (what, diff, other), word in checks:
+            if diff.n == 0:
+                texts.append(f"{what} vs {other} not measured yet")
+            else:
+                said = f"{word}: {_state(ok)}" if word else _state(ok)
+                texts.append(f"{what} {diff.fmt(sign=True)} vs {other} ({said})")
+        parts.append(f"{METHODS[method].label}: " + ", ".join(texts))
     if not parts:
         return None
     if reached:

@@ -348,12 +348,12 @@ def test_discussion_states_the_goal_of_the_corrections_criterion_by_criterion(tm
     assert text is not None
     # flip+zoom: quality +1.7 (met), students +1.0 ± 1.0 (not met) -> not reached whatever p = 0
     assert "label quality +1.7 ± 0.6 vs LC (met)" in text
-    assert "students +1.0 ± 1.0 vs LC (no clear difference) (not met)" in text
+    assert "students +1.0 ± 1.0 vs LC (no clear difference: not met)" in text
     # keypoints: students +0.9 ± 0.1 (met), quality -1.3 (not met)
-    assert "label quality -1.3 ± 0.6 vs LC (not met), students +0.9 ± 0.1 vs LC (gain) (met)" in (
+    assert "label quality -1.3 ± 0.6 vs LC (not met), students +0.9 ± 0.1 vs LC (gain: met)" in (
         text
     )
-    assert "(not measured yet)" in text  # no p = 0 rows
+    assert "at p = q = 0 vs Baseline not measured yet" in text  # no p = 0 rows
     assert ": no correction reaches it." in text
     # a correction that meets both measured criteria keeps the goal open until p = 0 is in
     for group in aps:
@@ -366,6 +366,6 @@ def test_discussion_states_the_goal_of_the_corrections_criterion_by_criterion(tm
                 "outputs": {"metrics": {"clean": {"AP": ap}}}
             }
     text = goal_bullet(Runs(out=tmp_path, cfg=cfg, markers=markers))
-    assert "at p = q = 0 +0.2 ± 0.8 vs Baseline (no clear difference) (met)" in text
+    assert "at p = q = 0 +0.2 ± 0.8 vs Baseline (no clear difference: met)" in text
     assert ": reached by LC keypoints, flip-TTA teacher." in text
     assert goal_bullet(Runs(out=tmp_path, cfg=cfg, markers={})) is None
