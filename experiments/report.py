@@ -95,18 +95,23 @@ def main_datasets(runs: Runs) -> list[Dataset]:
     return [d for d in datasets(runs.cfg) if d.main]
 
 
-def sweep_datasets(runs: Runs) -> list[Dataset]:
-    """Data sets of the sweep's first seed by level (main data sets of that seed included)."""
+def sweep_datasets(runs: Runs) -> list[tuple[str, float | None, list[Dataset]]]:
+    """The sweep's levels as (label, p = q or None for 'all failures off', data sets on the
+    sweep's seeds): all failures off first, then every level in rising order, the main level
+    included (its data sets are the main ones of those seeds)."""
     sweep = runs.cfg.sweep
     if not sweep.levels and not sweep.all_off:
         return []
-    seed = sweep.seeds[0]
-    found = [d for d in datasets(runs.cfg) if d.seed == seed]
-    wanted = {float(v) for v in sweep.levels}
-    picked = [d for d in found if d.level is not None and d.level in wanted]
-    picked.sort(key=lambda d: d.level)
+    found = [d for d in datasets(runs.cfg) if d.seed in set(sweep.seeds)]
     off = [d for d in found if d.name.startswith("none_")]
-    return off + picked
+    by_level: dict[float, list[Dataset]] = {}
+    for d in found:
+        if d.level is not None and d not in off:
+            by_level.setdefault(d.level, []).append(d)
+    out: list[tuple[str, float | None, list[Dataset]]] = (
+        [("all failures off", None, off)] if off else []
+    )
+    return out + [(f"{level:.2f}", level, by_level[level]) for level in sorted(by_level)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -679,34 +684,40 @@ def _pct_stat(s: Stat) -> str:
 
 
 def sweep_rows(runs: Runs) -> list[dict[str, Any]]:
+    """One row per sweep level (`sweep_datasets`): Stats over its seeds of the training
+    labels' missing share, the oracle AP of the corrupted val (x 100), the teacher's coverage
+    of the dropped keypoints, the LC heatmap mass recovered (fractions), the Baseline and LC
+    AP (x 100), and LC's gain in AP and AP50 paired per seed."""
     rows = []
-    for d in sweep_datasets(runs):
-        corruption = runs.outputs(f"{d.name}/data")
-        missing = None
-        if corruption:
-            split = corruption["corruption"]["splits"]["train"]
-            missing = 1 - split["noisy_keypoints"] / max(split["keypoints"], 1)
-        oracle = runs.outputs(f"{d.name}/oracle")
-        cov = runs.outputs(f"{d.name}/coverage")
-        truth = _analytics_truth(runs, d.name, "lc")
-        kp = cov["keypoints"]["all_missing"] if cov else None
+    for label, level, sets in sweep_datasets(runs):
+        missing, oracle, coverage, recovered = [], [], [], []
+        for d in sets:
+            corruption = runs.outputs(f"{d.name}/data")
+            if corruption:
+                split = corruption["corruption"]["splits"]["train"]
+                missing.append(1 - split["noisy_keypoints"] / max(split["keypoints"], 1))
+            body = runs.outputs(f"{d.name}/oracle")
+            if body and "noisy" in body["oracle"]:
+                oracle.append(100 * body["oracle"]["noisy"]["clean"]["AP"])
+            if cov := runs.outputs(f"{d.name}/coverage"):
+                kp = cov["keypoints"]["all_missing"]
+                coverage.append(_ratio(kp["teacher"], kp["n"]))
+            if truth := _analytics_truth(runs, d.name, "lc"):
+                recovered.append(truth["heatmaps"]["recovered_fraction"]["total"])
         rows.append(
             {
-                "name": d.name,
-                "level": d.level,
-                "all_off": d.name.startswith("none_"),
-                "missing": missing,
-                "oracle_noisy": (
-                    100 * oracle["oracle"]["noisy"]["clean"]["AP"]
-                    if oracle and "noisy" in oracle["oracle"]
-                    else None
-                ),
-                "coverage": _ratio(kp["teacher"], kp["n"]) if kp else None,
-                "recovered": truth["heatmaps"]["recovered_fraction"]["total"] if truth else None,
-                "baseline": runs.metric(d.name, "baseline"),
-                "lc": runs.metric(d.name, "lc"),
-                "baseline50": runs.metric(d.name, "baseline", "AP50"),
-                "lc50": runs.metric(d.name, "lc", "AP50"),
+                "label": label,
+                "level": level,
+                "all_off": level is None,
+                "seeds": [d.seed for d in sets],
+                "missing": stat(missing),
+                "oracle_noisy": stat(oracle),
+                "coverage": stat(coverage),
+                "recovered": stat(recovered),
+                "baseline": stat([runs.metric(d.name, "baseline") for d in sets]),
+                "lc": stat([runs.metric(d.name, "lc") for d in sets]),
+                "gain": paired_over(runs, sets, "lc", "baseline"),
+                "gain50": paired_over(runs, sets, "lc", "baseline", "AP50"),
             }
         )
     return rows
@@ -724,39 +735,45 @@ def sweep_section(runs: Runs, report_dir: Path) -> list[str]:
         return []
     body = []
     for r in rows:
-        gain = None if r["lc"] is None or r["baseline"] is None else r["lc"] - r["baseline"]
-        gain50 = (
-            None if r["lc50"] is None or r["baseline50"] is None else r["lc50"] - r["baseline50"]
-        )
-        level = "all failures off" if r["all_off"] else f"{r['level']:.2f}"
+        gain = r["gain"].fmt(sign=True)
+        if r["gain"].n > 1:
+            gain += f" ({verdict(r['gain'])})"
         body.append(
             [
-                level,
-                pct(r["missing"]),
-                _num(r["oracle_noisy"]),
-                pct(r["coverage"]),
-                pct(r["recovered"]),
-                _num(r["baseline"]),
-                _num(r["lc"]),
-                _num(gain, sign=True),
-                _num(gain50, sign=True),
+                r["label"],
+                ", ".join(map(str, r["seeds"])),
+                _pct_stat(r["missing"]),
+                r["oracle_noisy"].fmt(),
+                _pct_stat(r["coverage"]),
+                _pct_stat(r["recovered"]),
+                r["baseline"].fmt(),
+                r["lc"].fmt(),
+                gain,
+                r["gain50"].fmt(sign=True),
             ]
         )
-    seed = runs.cfg.sweep.seeds[0]
+    seeds = runs.cfg.sweep.seeds
+    spread = (
+        "One seed per level: read the trend, not single differences (the seed spread of the "
+        "main table is the yardstick)."
+        if len(seeds) == 1
+        else f"Mean ± std over the seeds; LC's gain paired per seed, with the {CLAIM_SD:g}-std "
+        "verdict."
+    )
     _sweep_figure(rows, report_dir / SWEEP_FIG)
     return [
         "## Defect sweep: LC gain as the labels get worse",
         "",
-        f"Seed {seed}, one data set per level (the images are the same at every level: the "
-        f"scene and the failures draw from separate generators), a teacher (= Baseline) and an "
-        f"LC student per level, everything else as above. p = q is the rate of missed visible "
-        f"keypoints and of unannotated persons; out-of-image and severely occluded keypoints "
-        f"stay unlabelled at every level. One seed per level: read the trend, not single "
-        f"differences (the seed spread of the main table is the yardstick).",
+        f"Seed(s) {', '.join(map(str, seeds))}, one data set per level and seed (the images "
+        f"are the same at every level: the scene and the failures draw from separate "
+        f"generators), a teacher (= Baseline) and an LC student on each, everything else as "
+        f"above. p = q is the rate of missed visible keypoints and of unannotated persons; "
+        f"out-of-image and severely occluded keypoints stay unlabelled at every level. " + spread,
         "",
         *table(
             [
                 "p = q",
+                "seeds",
                 "train keypoints missing",
                 "oracle AP of corrupted val",
                 "teacher covers dropped keypoints",
@@ -796,12 +813,19 @@ def _save(fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, legend: in
 
 
 def _sweep_figure(rows: list[dict[str, Any]], path: Path) -> None:
-    pts = [r for r in rows if not r["all_off"] and r["baseline"] is not None]
+    """Baseline and LC AP against p = q: the mean over seeds, the std as error bars."""
+    pts = [r for r in rows if not r["all_off"]]
     fig, ax = _axes((5, 3.4))
     for key, label, style in (("baseline", "Baseline", "o-"), ("lc", "LC", "s-")):
-        xs = [r["level"] for r in pts if r[key] is not None]
-        ys = [r[key] for r in pts if r[key] is not None]
-        ax.plot(xs, ys, style, label=label)
+        have = [r for r in pts if r[key].n]
+        ax.errorbar(
+            [r["level"] for r in have],
+            [r[key].mean for r in have],
+            yerr=[r[key].sd for r in have],
+            fmt=style,
+            capsize=3,
+            label=label,
+        )
     _save(fig, ax, path, xlabel="p = q (missed visible, unannotated)",
           ylabel="AP x 100 (clean val)")  # fmt: skip
 
@@ -1367,22 +1391,27 @@ def discussion_section(runs: Runs) -> list[str]:
             )
     if (goal := goal_bullet(runs)) is not None:
         bullets.append(goal)
-    rows = sweep_rows(runs)
-    pts = [
-        r for r in rows if not r["all_off"] and r["lc"] is not None and r["baseline"] is not None
-    ]
+    pts = [r for r in sweep_rows(runs) if not r["all_off"] and r["gain"].n]
     if len(pts) >= 2:
-        gains = ", ".join(f"{r['level']:.2f}: {r['lc'] - r['baseline']:+.1f}" for r in pts)
+        gains = ", ".join(f"{r['label']}: {r['gain'].fmt(sign=True)}" for r in pts)
+        seeds = sorted({seed for r in pts for seed in r["seeds"]})
+        which = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else "one seed"
+        text = f"**Sweep** (LC - Baseline AP by p = q, {which}): {gains}."
         zero = [r for r in pts if r["level"] == 0.0]
-        text = f"**Sweep** (LC - Baseline AP by p = q, one seed): {gains}."
-        if zero:
-            g = zero[0]["lc"] - zero[0]["baseline"]
+        if zero and zero[0]["gain"].n > 1:
+            z = zero[0]["gain"]
+            text += (
+                f" At p = q = 0 (only out-of-image and occlusion drops) LC "
+                f"{'costs' if z.mean < 0 else 'changes'} {z.fmt(sign=True)} AP ({verdict(z)})."
+            )
+        elif zero:
+            g = zero[0]["gain"].mean
             sd = paired(runs, "lc", "baseline").sd
             hurt = g < -CLAIM_SD * sd if sd else g < 0
             text += (
                 " At p = q = 0 (only out-of-image and occlusion drops) LC "
                 + ("costs" if g < 0 else "changes")
-                + f" {g:+.1f} AP, "
+                + f" {g:+.1f} AP on one seed, "
                 + ("beyond" if hurt else "within")
                 + " the seed spread of the main comparison"
                 + (f" ({CLAIM_SD:g} x {sd:.1f})." if sd else ".")

@@ -369,3 +369,37 @@ def test_discussion_states_the_goal_of_the_corrections_criterion_by_criterion(tm
     assert "at p = q = 0 +0.2 ± 0.8 vs Baseline (no clear difference: met)" in text
     assert ": reached by LC keypoints, flip-TTA teacher." in text
     assert goal_bullet(Runs(out=tmp_path, cfg=cfg, markers={})) is None
+
+
+def test_sweep_has_every_level_with_the_main_one_over_the_sweeps_seeds(tmp_path):
+    """The sweep table takes the main level beside the sweep's own, each over the sweep's
+    seeds, with LC's gain paired per seed; the Discussion's verdict at p = q = 0 follows it."""
+    from experiments.config import QUICK_CONFIG, load_config
+    from experiments.report import Runs, discussion_section, sweep_rows, sweep_section
+
+    cfg = load_config(QUICK_CONFIG.parent / "aug_k8.toml")  # sweep: p = q = 0, seeds 0-2
+    aps = {  # level: [(Baseline, LC) per seed]
+        "p0.10_q0.10": [(0.50, 0.53), (0.52, 0.54), (0.51, 0.53)],
+        "p0.00_q0.00": [(0.55, 0.54), (0.56, 0.545), (0.54, 0.53)],
+    }
+    markers = {
+        f"{level}_s{seed}/eval/{method}": {"outputs": {"metrics": {"clean": {"AP": ap}}}}
+        for level, pairs in aps.items()
+        for seed, pair in enumerate(pairs)
+        for method, ap in zip(("baseline", "lc"), pair, strict=True)
+    }
+    runs = Runs(out=tmp_path, cfg=cfg, markers=markers)
+    rows = sweep_rows(runs)
+    assert [(r["label"], r["seeds"]) for r in rows] == [("0.00", [0, 1, 2]), ("0.10", [0, 1, 2])]
+    assert rows[0]["gain"].values == pytest.approx((-1.0, -1.5, -1.0))
+    assert rows[1]["baseline"].mean == pytest.approx(51.0)
+    table = "\n".join(sweep_section(runs, tmp_path))
+    assert "| 0.00 | 0, 1, 2 | n/a | n/a | n/a | n/a | 55.0 ± 1.0 | 53.8 ± 0.8 |" in table
+    assert "| -1.2 ± 0.3 (loss) |" in table
+    assert "| +2.3 ± 0.6 (gain) |" in table
+    text = "\n".join(discussion_section(runs))
+    assert "**Sweep** (LC - Baseline AP by p = q, seeds 0, 1, 2): 0.00: -1.2 ± 0.3, " in text
+    assert "At p = q = 0 (only out-of-image and occlusion drops) LC costs -1.2 ± 0.3 AP (loss)" in (
+        text
+    )
+    assert (tmp_path / "results_sweep.png").stat().st_size > 1000
