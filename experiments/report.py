@@ -1377,6 +1377,7 @@ def discussion_section(runs: Runs) -> list[str]:
                 f"**{label[method]} vs LC** (p = q = {main_level:.2f}): ΔAP "
                 f"{diff.fmt(sign=True)} ({verdict(diff)}) over {diff.n} seed(s)."
             )
+    zero_said = False  # the cost at p = q = 0 over seeds, in its own bullet
     if 0.0 in by_level and main_level != 0.0:
         parts = []
         for method in ("lc", *new):
@@ -1384,6 +1385,7 @@ def discussion_section(runs: Runs) -> list[str]:
             if diff.n:
                 parts.append(f"{label[method]} {diff.fmt(sign=True)} ({verdict(diff)})")
         if parts and len(by_level[0.0]) > 1:
+            zero_said = True
             bullets.append(
                 f"**At 0% defects** (p = q = 0, {len(by_level[0.0])} seeds, each with its own "
                 f"teacher; only out-of-image and occluded points unlabelled): ΔAP against the "
@@ -1397,7 +1399,7 @@ def discussion_section(runs: Runs) -> list[str]:
         seeds = sorted({seed for r in pts for seed in r["seeds"]})
         which = f"seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else "one seed"
         text = f"**Sweep** (LC - Baseline AP by p = q, {which}): {gains}."
-        zero = [r for r in pts if r["level"] == 0.0]
+        zero = [] if zero_said else [r for r in pts if r["level"] == 0.0]
         if zero and zero[0]["gain"].n > 1:
             z = zero[0]["gain"]
             text += (
