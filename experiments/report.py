@@ -102,16 +102,15 @@ def sweep_datasets(runs: Runs) -> list[tuple[str, float | None, list[Dataset]]]:
     sweep = runs.cfg.sweep
     if not sweep.levels and not sweep.all_off:
         return []
-    found = [d for d in datasets(runs.cfg) if d.seed in set(sweep.seeds)]
-    off = [d for d in found if d.name.startswith("none_")]
-    by_level: dict[float, list[Dataset]] = {}
-    for d in found:
-        if d.level is not None and d not in off:
-            by_level.setdefault(d.level, []).append(d)
+    seeds = set(sweep.seeds)
+    off = [d for d in datasets(runs.cfg) if d.name.startswith("none_") and d.seed in seeds]
     out: list[tuple[str, float | None, list[Dataset]]] = (
         [("all failures off", None, off)] if off else []
     )
-    return out + [(f"{level:.2f}", level, by_level[level]) for level in sorted(by_level)]
+    for level, sets in sorted(levels(runs).items()):  # 'all failures off' has no level
+        if picked := [d for d in sets if d.seed in seeds]:
+            out.append((f"{level:.2f}", level, picked))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1211,11 +1210,12 @@ def goal_bullet(runs: Runs) -> str | None:
     main = by_level[main_level]
     parts, reached, open_ = [], [], False
     for method in new:
-        q = stat([
-            None if (a := _quality(runs, d.name, method)) is None
-            or (b := _quality(runs, d.name, "lc")) is None else a - b
-            for d in main
-        ])  # fmt: skip
+        q_diffs = []
+        for d in main:
+            a, b = _quality(runs, d.name, method), _quality(runs, d.name, "lc")
+            if a is not None and b is not None:
+                q_diffs.append(a - b)
+        q = Stat(tuple(q_diffs))
         s = paired_over(runs, main, method, "lc")
         z = paired_over(runs, by_level.get(0.0, []), method, "baseline")
         if q.n == 0 and s.n == 0:
