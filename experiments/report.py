@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,12 +166,15 @@ def paired_over(
 ) -> Stat:
     """Per-seed differences method - other over the data sets `sets` (one level, its seeds),
     where both were evaluated."""
-    diffs = []
-    for d in sets:
-        a, b = runs.metric(d.name, method, key, labels), runs.metric(d.name, other, key, labels)
-        if a is not None and b is not None:
-            diffs.append(a - b)
-    return Stat(tuple(diffs))
+    return differences(
+        (runs.metric(d.name, method, key, labels), runs.metric(d.name, other, key, labels))
+        for d in sets
+    )
+
+
+def differences(pairs: Iterable[tuple[float | None, float | None]]) -> Stat:
+    """The differences a - b of the (a, b) pairs (one per seed) where both are measured."""
+    return Stat(tuple(a - b for a, b in pairs if a is not None and b is not None))
 
 
 def levels(runs: Runs) -> dict[float, list[Dataset]]:
@@ -1210,12 +1214,9 @@ def goal_bullet(runs: Runs) -> str | None:
     main = by_level[main_level]
     parts, reached, open_ = [], [], False
     for method in new:
-        q_diffs = []
-        for d in main:
-            a, b = _quality(runs, d.name, method), _quality(runs, d.name, "lc")
-            if a is not None and b is not None:
-                q_diffs.append(a - b)
-        q = Stat(tuple(q_diffs))
+        q = differences(
+            (_quality(runs, d.name, method), _quality(runs, d.name, "lc")) for d in main
+        )
         s = paired_over(runs, main, method, "lc")
         z = paired_over(runs, by_level.get(0.0, []), method, "baseline")
         if q.n == 0 and s.n == 0:
